@@ -72,10 +72,10 @@ func (c *Chain) Progress() float64 {
 // ChainInput is what a chain's input_data holds: the image and the options
 // the stages read. Unknown keys survive a round trip in Extra.
 type ChainInput struct {
-	ImagePath string          `json:"image_path"`           // where the daemon reads the image
-	FileName  string          `json:"file_name,omitempty"`  // the name the client gave it
+	ImagePath string          `json:"image_path"`            // where the daemon reads the image
+	FileName  string          `json:"file_name,omitempty"`   // the name the client gave it
 	PublicURL string          `json:"public_path,omitempty"` // where a client can fetch it
-	Options   json.RawMessage `json:"options,omitempty"`    // the batch's pipeline options
+	Options   json.RawMessage `json:"options,omitempty"`     // the batch's pipeline options
 }
 
 // Task is a row of task_logs: one attempt-carrying run of one stage of a chain.
