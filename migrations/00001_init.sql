@@ -49,6 +49,8 @@ CREATE TABLE batch_executions (
     error_message    text,
     created_at       timestamptz  NOT NULL DEFAULT now(),
     updated_at       timestamptz  NOT NULL DEFAULT now(),
+    -- docpipe's own: the batch-level stage enqueued once every chain has ended (the summary workbook).
+    on_finish        varchar(255),
     CONSTRAINT batch_executions_batch_id_key UNIQUE (batch_id),
     CONSTRAINT batch_executions_status_check CHECK (status IN ('PENDING','STARTED','RUNNING','SUCCESS','FAILURE','RETRY','REVOKED')),
     CONSTRAINT batch_executions_chunk_size_check CHECK (chunk_size > 0),

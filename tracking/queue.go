@@ -1,0 +1,799 @@
+package tracking
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Notification channels docpipe processes LISTEN on.
+const (
+	// WakeChannel carries a stage name when tasks of that stage became claimable.
+	WakeChannel = "docpipe_wake"
+	// RevokeChannel carries comma-separated task_logs ids whose running
+	// attempt must be cancelled.
+	RevokeChannel = "docpipe_revoke"
+)
+
+// Claimed is a task leased to a worker by Claim.
+type Claimed struct {
+	ID          int64 // task_logs.id
+	TaskID      string
+	Stage       Stage
+	StageIndex  int
+	Attempt     int // this attempt, 1-based
+	MaxAttempts int
+	ChainPK     int64 // 0 for a batch-level task
+	ChainID     string
+	BatchPK     int64 // 0 for a chain with no batch
+	BatchID     string
+	ChunkIndex  int
+	Input       json.RawMessage // the chain's input_data
+}
+
+// claimSQL leases up to $3 claimable tasks of stage $1: the oldest first,
+// skipping rows other claimers hold. Claiming counts the attempt, so an
+// attempt that crashes its process is counted too. The first task of a
+// chain moves the chain, and its batch, from PENDING to STARTED.
+const claimSQL = `
+WITH picked AS (
+	SELECT id FROM task_logs
+	WHERE task_name = $1 AND status IN ('PENDING', 'RETRY') AND run_after <= $2
+	ORDER BY run_after, id
+	LIMIT $3
+	FOR UPDATE SKIP LOCKED
+), claimed AS (
+	UPDATE task_logs t
+	SET status = 'STARTED', attempt = t.attempt + 1, started_at = $2, finished_at = NULL,
+		lease_expires_at = $4, owner = $5, updated_at = $2
+	FROM picked WHERE t.id = picked.id
+	RETURNING t.id, t.task_id, t.stage_index, t.attempt, t.max_attempts, t.chain_execution_id, t.batch_execution_id
+), started_chains AS (
+	UPDATE chain_executions c SET status = 'STARTED', started_at = $2, updated_at = $2
+	FROM claimed WHERE claimed.stage_index = 0 AND c.id = claimed.chain_execution_id AND c.status = 'PENDING'
+), started_batches AS (
+	UPDATE batch_executions b SET status = 'STARTED', started_at = $2, updated_at = $2
+	WHERE b.id IN (SELECT batch_execution_id FROM claimed WHERE stage_index = 0) AND b.status = 'PENDING'
+)
+SELECT cl.id, cl.task_id, cl.stage_index, cl.attempt, cl.max_attempts,
+	coalesce(cl.chain_execution_id, 0), coalesce(c.chain_id, ''), coalesce(cl.batch_execution_id, 0),
+	coalesce(c.batch_id, b.batch_id, ''), coalesce(c.chunk_index, 0), c.input_data
+FROM claimed cl
+LEFT JOIN chain_executions c ON c.id = cl.chain_execution_id
+LEFT JOIN batch_executions b ON cl.chain_execution_id IS NULL AND b.id = cl.batch_execution_id
+ORDER BY cl.id`
+
+// Claim leases up to limit claimable tasks of stage to owner until
+// now+lease. It holds row locks only for the statement.
+func (s *Store) Claim(ctx context.Context, stage Stage, owner string, limit int, lease time.Duration) ([]Claimed, error) {
+	now := s.now()
+	rows, err := s.pool.Query(ctx, claimSQL, string(stage), now, limit, now.Add(lease), owner)
+	if err != nil {
+		return nil, fmt.Errorf("claim %s: %w", stage, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claimed, error) {
+		c := Claimed{Stage: stage}
+		err := r.Scan(&c.ID, &c.TaskID, &c.StageIndex, &c.Attempt, &c.MaxAttempts, &c.ChainPK, &c.ChainID,
+			&c.BatchPK, &c.BatchID, &c.ChunkIndex, &c.Input)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim %s: %w", stage, err)
+	}
+	return out, nil
+}
+
+// Outcome is how one attempt of a claimed task ended.
+type Outcome struct {
+	Task *Claimed
+	// Err is nil on success.
+	Err error
+	// Result is the stage's result (JSON) on success.
+	Result json.RawMessage
+	// OCR, on success, is written with the task in the same transaction.
+	OCR *OCRResult
+	// RetryAt is when a failed, retryable attempt runs again; zero means
+	// now + Backoff(attempt).
+	RetryAt time.Time
+}
+
+// final reports whether a failed outcome ends the task for good.
+func (o *Outcome) final() bool {
+	return IsPermanent(o.Err) || o.Task.Attempt >= o.Task.MaxAttempts
+}
+
+// CommitResult says what a Complete did.
+type CommitResult struct {
+	Applied      int            // outcomes whose attempt still held its task and were recorded
+	Stale        []int64        // task ids whose attempt no longer held the task (revoked, rescued): nothing recorded
+	Succeeded    int            // tasks SUCCESS
+	Retried      int            // tasks RETRY
+	Failed       int            // tasks FAILURE
+	Enqueued     map[Stage]int  // next tasks created, per stage (claimers to wake)
+	ChainsEnd    map[Status]int // chains that ended, per final status
+	BatchesEnded []string       // batch_ids that ended
+}
+
+// Complete records finished attempts in one transaction: each task's
+// status (SUCCESS, RETRY with backoff, FAILURE), its OCR rows, the next
+// stage's task, the chain's counters and status, and when chains end
+// their chunk's and batch's counters. An outcome is applied only if its
+// attempt still holds the task (a late finisher whose task was revoked or
+// rescued changes nothing). Claimers of the enqueued stages in other
+// processes are woken by NOTIFY at commit.
+func (s *Store) Complete(ctx context.Context, outcomes []Outcome) (*CommitResult, error) {
+	var res *CommitResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = s.complete(ctx, tx, outcomes)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("commit %d outcomes: %w", len(outcomes), err)
+	}
+	return res, nil
+}
+
+// succeedSQL marks successful attempts SUCCESS, advances their chains and
+// inserts each chain's next task. It returns one row per applied task.
+const succeedSQL = `
+WITH u AS (
+	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]) AS u(id, attempt, result)
+), t AS (
+	UPDATE task_logs t
+	SET status = 'SUCCESS', finished_at = $4, result = u.result::jsonb, error = NULL, lease_expires_at = NULL, updated_at = $4
+	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
+	RETURNING t.id, t.chain_execution_id, t.batch_execution_id, t.stage_index, t.max_attempts, t.result
+), ch AS (
+	UPDATE chain_executions c
+	SET completed_tasks = c.completed_tasks + 1,
+		status = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN 'SUCCESS' ELSE 'RUNNING' END,
+		finished_at = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN $4 ELSE c.finished_at END,
+		final_result = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN t.result ELSE c.final_result END,
+		updated_at = $4
+	FROM t WHERE c.id = t.chain_execution_id AND c.status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
+	RETURNING c.id, c.status, c.stages, c.batch_execution_id, c.chunk_index, t.stage_index, t.max_attempts
+), next AS (
+	INSERT INTO task_logs (task_id, task_name, status, chain_execution_id, batch_execution_id, stage_index,
+		max_attempts, run_after, created_at, updated_at)
+	SELECT gen_random_uuid()::text, ch.stages[ch.stage_index + 2], 'PENDING', ch.id, ch.batch_execution_id,
+		ch.stage_index + 1, ch.max_attempts, $4, $4, $4
+	FROM ch WHERE ch.status = 'RUNNING' AND ch.stage_index + 2 <= cardinality(ch.stages)
+)
+SELECT t.id, coalesce(ch.status, ''), coalesce(ch.batch_execution_id, 0), coalesce(ch.chunk_index, 0),
+	coalesce(CASE WHEN ch.status = 'RUNNING' THEN ch.stages[ch.stage_index + 2] END, '')
+FROM t LEFT JOIN ch ON ch.id = t.chain_execution_id`
+
+// failSQL records failed attempts: RETRY (counting a retry) or FAILURE,
+// and fails the chains of tasks that failed for good.
+const failSQL = `
+WITH u AS (
+	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bool[], $5::timestamptz[]) AS u(id, attempt, err, final, run_after)
+), t AS (
+	UPDATE task_logs t
+	SET status = CASE WHEN u.final THEN 'FAILURE' ELSE 'RETRY' END,
+		retries = t.retries + CASE WHEN u.final THEN 0 ELSE 1 END,
+		error = left(u.err, 512),
+		finished_at = CASE WHEN u.final THEN $6::timestamptz END,
+		run_after = u.run_after, lease_expires_at = NULL, updated_at = $6
+	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
+	RETURNING t.id, t.chain_execution_id, t.task_name, u.final, u.err
+), ch AS (
+	UPDATE chain_executions c
+	SET failed_tasks = c.failed_tasks + 1, status = 'FAILURE', finished_at = $6,
+		error_message = t.task_name || ' failed: ' || t.err, updated_at = $6
+	FROM t WHERE t.final AND c.id = t.chain_execution_id AND c.status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
+	RETURNING c.id, c.batch_execution_id, c.chunk_index
+)
+SELECT t.id, t.final, coalesce(ch.id, 0), coalesce(ch.batch_execution_id, 0), coalesce(ch.chunk_index, 0)
+FROM t LEFT JOIN ch ON ch.id = t.chain_execution_id`
+
+// batchTaskSQL records the outcome of batch-level tasks (no chain): the
+// task's status, and on success the batch's final_result.
+const batchTaskSQL = `
+WITH u AS (
+	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bool[], $6::timestamptz[]) AS u(id, attempt, result, err, final, run_after)
+), t AS (
+	UPDATE task_logs t
+	SET status = CASE WHEN u.err IS NULL THEN 'SUCCESS' WHEN u.final THEN 'FAILURE' ELSE 'RETRY' END,
+		retries = t.retries + CASE WHEN u.err IS NOT NULL AND NOT u.final THEN 1 ELSE 0 END,
+		result = u.result::jsonb, error = left(u.err, 512),
+		finished_at = CASE WHEN u.err IS NULL OR u.final THEN $7::timestamptz END,
+		run_after = u.run_after, lease_expires_at = NULL, updated_at = $7
+	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
+	RETURNING t.id, t.batch_execution_id, t.task_name, t.status, u.result, u.err
+), b AS (
+	UPDATE batch_executions b
+	SET final_result = CASE WHEN t.status = 'SUCCESS' THEN t.result::jsonb
+			ELSE coalesce(b.final_result, '{}'::jsonb) || jsonb_build_object('error', t.task_name || ' failed: ' || t.err) END,
+		updated_at = $7
+	FROM t WHERE b.id = t.batch_execution_id AND t.status IN ('SUCCESS', 'FAILURE')
+)
+SELECT t.id, t.status FROM t`
+
+// endedChain is a chain that ended in this transaction, for its chunk and batch counters.
+type endedChain struct {
+	batchPK int64
+	chunk   int
+	ok      bool
+}
+
+func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*CommitResult, error) {
+	now := s.now()
+	res := &CommitResult{Enqueued: map[Stage]int{}, ChainsEnd: map[Status]int{}}
+	// Lock order everywhere: task rows, then chain rows, then chunk rows,
+	// then batch rows, each in id order, so concurrent committers cannot
+	// deadlock on the rows they share.
+	sorted := slices.Clone(outcomes)
+	slices.SortFunc(sorted, func(a, b Outcome) int { return cmpInt64(a.Task.ID, b.Task.ID) })
+
+	var (
+		sIDs, fIDs, bIDs     []int64
+		sAtt, fAtt, bAtt     []int32
+		sRes                 []string
+		fErr                 []string
+		fFinal, bFinal       []bool
+		fRunAfter, bRunAfter []time.Time
+		bRes                 []*string
+		bErr                 []*string
+		byID                 = make(map[int64]*Outcome, len(sorted))
+	)
+	for i := range sorted {
+		o := &sorted[i]
+		byID[o.Task.ID] = o
+		if o.Task.ChainPK == 0 {
+			bIDs = append(bIDs, o.Task.ID)
+			bAtt = append(bAtt, int32(o.Task.Attempt))
+			if o.Err == nil {
+				r := string(resultOrNull(o.Result))
+				bRes, bErr = append(bRes, &r), append(bErr, nil)
+				bFinal, bRunAfter = append(bFinal, false), append(bRunAfter, now)
+			} else {
+				e := truncate(o.Err.Error(), MaxErrorLen)
+				bRes, bErr = append(bRes, nil), append(bErr, &e)
+				bFinal, bRunAfter = append(bFinal, o.final()), append(bRunAfter, o.retryAt(now))
+			}
+			continue
+		}
+		if o.Err == nil {
+			sIDs = append(sIDs, o.Task.ID)
+			sAtt = append(sAtt, int32(o.Task.Attempt))
+			sRes = append(sRes, string(resultOrNull(o.Result)))
+		} else {
+			fIDs = append(fIDs, o.Task.ID)
+			fAtt = append(fAtt, int32(o.Task.Attempt))
+			fErr = append(fErr, truncate(o.Err.Error(), MaxErrorLen))
+			fFinal = append(fFinal, o.final())
+			fRunAfter = append(fRunAfter, o.retryAt(now))
+		}
+	}
+
+	applied := make(map[int64]bool, len(sorted))
+	var ended []endedChain
+	var ocrs []*OCRResult
+	if len(sIDs) > 0 {
+		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now)
+		if err != nil {
+			return nil, fmt.Errorf("record successes: %w", err)
+		}
+		var id, batchPK int64
+		var status, next string
+		var chunk int
+		_, err = pgx.ForEachRow(rows, []any{&id, &status, &batchPK, &chunk, &next}, func() error {
+			applied[id] = true
+			res.Succeeded++
+			if next != "" {
+				res.Enqueued[Stage(next)]++
+			}
+			if status == string(StatusSuccess) {
+				res.ChainsEnd[StatusSuccess]++
+				if batchPK != 0 {
+					ended = append(ended, endedChain{batchPK, chunk, true})
+				}
+			}
+			if o := byID[id]; o.OCR != nil {
+				ocrs = append(ocrs, o.OCR)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("record successes: %w", err)
+		}
+	}
+	if len(fIDs) > 0 {
+		rows, err := tx.Query(ctx, failSQL, fIDs, fAtt, fErr, fFinal, fRunAfter, now)
+		if err != nil {
+			return nil, fmt.Errorf("record failures: %w", err)
+		}
+		var id, chainPK, batchPK int64
+		var final bool
+		var chunk int
+		_, err = pgx.ForEachRow(rows, []any{&id, &final, &chainPK, &batchPK, &chunk}, func() error {
+			applied[id] = true
+			if !final {
+				res.Retried++
+				return nil
+			}
+			res.Failed++
+			if chainPK != 0 {
+				res.ChainsEnd[StatusFailure]++
+				if batchPK != 0 {
+					ended = append(ended, endedChain{batchPK, chunk, false})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("record failures: %w", err)
+		}
+	}
+	if len(bIDs) > 0 {
+		rows, err := tx.Query(ctx, batchTaskSQL, bIDs, bAtt, bRes, bErr, bFinal, bRunAfter, now)
+		if err != nil {
+			return nil, fmt.Errorf("record batch tasks: %w", err)
+		}
+		var id int64
+		var status string
+		_, err = pgx.ForEachRow(rows, []any{&id, &status}, func() error {
+			applied[id] = true
+			switch Status(status) {
+			case StatusSuccess:
+				res.Succeeded++
+			case StatusRetry:
+				res.Retried++
+			default:
+				res.Failed++
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("record batch tasks: %w", err)
+		}
+	}
+	if len(ocrs) > 0 {
+		if err := s.insertOCR(ctx, tx, ocrs, now); err != nil {
+			return nil, err
+		}
+	}
+	endedBatches, err := s.endChains(ctx, tx, ended, now)
+	if err != nil {
+		return nil, err
+	}
+	res.BatchesEnded = endedBatches
+	for _, o := range sorted {
+		if !applied[o.Task.ID] {
+			res.Stale = append(res.Stale, o.Task.ID)
+		}
+	}
+	res.Applied = len(applied)
+	if err := notifyStages(ctx, tx, res.Enqueued); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (o *Outcome) retryAt(now time.Time) time.Time {
+	if !o.RetryAt.IsZero() {
+		return o.RetryAt
+	}
+	return now.Add(Backoff(o.Task.Attempt))
+}
+
+func resultOrNull(b json.RawMessage) json.RawMessage {
+	if len(b) == 0 {
+		return json.RawMessage("null")
+	}
+	return b
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func notifyStages(ctx context.Context, tx pgx.Tx, stages map[Stage]int) error {
+	for st, n := range stages {
+		if n == 0 {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, WakeChannel, string(st)); err != nil {
+			return fmt.Errorf("notify %s: %w", st, err)
+		}
+	}
+	return nil
+}
+
+// endChainsSQL counts ended chains into their chunks and batches. A chunk
+// (a batch) ends when its last chain ends: SUCCESS if none failed, else
+// FAILURE (a REVOKED batch stays REVOKED). A batch that ends enqueues its
+// on_finish task. Returns the batch_ids that ended.
+const endChainsSQL = `
+WITH u AS (
+	SELECT batch_pk, chunk, sum(ok)::int AS ok, sum(bad)::int AS bad
+	FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS u(batch_pk, chunk, ok, bad)
+	GROUP BY batch_pk, chunk
+), k AS (
+	UPDATE batch_chunks k
+	SET completed_images = k.completed_images + u.ok, failed_images = k.failed_images + u.bad,
+		status = CASE WHEN k.completed_images + u.ok + k.failed_images + u.bad >= k.total_images
+			THEN CASE WHEN k.failed_images + u.bad = 0 THEN 'SUCCESS' ELSE 'FAILURE' END
+			ELSE 'RUNNING' END,
+		updated_at = $5
+	FROM u WHERE k.batch_execution_id = u.batch_pk AND k.chunk_index = u.chunk
+	RETURNING k.batch_execution_id, u.ok, u.bad,
+		(k.completed_images + k.failed_images >= k.total_images
+			AND k.completed_images + k.failed_images - u.ok - u.bad < k.total_images) AS ended_now,
+		k.failed_images = 0 AS chunk_ok
+), agg AS (
+	SELECT batch_execution_id AS batch_pk, sum(ok)::int AS ok, sum(bad)::int AS bad,
+		count(*) FILTER (WHERE ended_now AND chunk_ok)::int AS chunks_ok,
+		count(*) FILTER (WHERE ended_now AND NOT chunk_ok)::int AS chunks_bad
+	FROM k GROUP BY batch_execution_id
+), b AS (
+	UPDATE batch_executions b
+	SET completed_images = b.completed_images + agg.ok,
+		failed_images = b.failed_images + agg.bad,
+		completed_chunks = b.completed_chunks + agg.chunks_ok,
+		failed_chunks = b.failed_chunks + agg.chunks_bad,
+		status = CASE
+			WHEN b.status = 'REVOKED' THEN 'REVOKED'
+			WHEN b.completed_images + agg.ok + b.failed_images + agg.bad >= b.total_images
+				THEN CASE WHEN b.failed_images + agg.bad = 0 THEN 'SUCCESS' ELSE 'FAILURE' END
+			ELSE 'RUNNING' END,
+		finished_at = CASE WHEN b.completed_images + agg.ok + b.failed_images + agg.bad >= b.total_images
+			THEN coalesce(b.finished_at, $5) ELSE b.finished_at END,
+		error_message = CASE
+			WHEN b.status <> 'REVOKED' AND b.failed_images + agg.bad > 0
+				AND b.completed_images + agg.ok + b.failed_images + agg.bad >= b.total_images
+			THEN (b.failed_images + agg.bad) || ' of ' || b.total_images || ' images failed'
+			ELSE b.error_message END,
+		updated_at = $5
+	FROM agg WHERE b.id = agg.batch_pk
+	RETURNING b.id, b.batch_id, b.on_finish,
+		(b.completed_images + b.failed_images >= b.total_images
+			AND b.completed_images + b.failed_images - agg.ok - agg.bad < b.total_images) AS ended_now
+), fin AS (
+	INSERT INTO task_logs (task_id, task_name, status, batch_execution_id, stage_index, max_attempts, run_after, created_at, updated_at)
+	SELECT gen_random_uuid()::text, b.on_finish, 'PENDING', b.id, 0, $6, $5, $5, $5
+	FROM b WHERE b.ended_now AND b.on_finish IS NOT NULL
+	RETURNING task_name
+)
+SELECT b.batch_id, coalesce(b.on_finish, '') FROM b WHERE b.ended_now`
+
+func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, now time.Time) ([]string, error) {
+	if len(ended) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(ended, func(a, b endedChain) int {
+		if c := cmpInt64(a.batchPK, b.batchPK); c != 0 {
+			return c
+		}
+		return a.chunk - b.chunk
+	})
+	batchPKs := make([]int64, len(ended))
+	chunks := make([]int32, len(ended))
+	oks := make([]int32, len(ended))
+	bads := make([]int32, len(ended))
+	for i, e := range ended {
+		batchPKs[i], chunks[i] = e.batchPK, int32(e.chunk)
+		if e.ok {
+			oks[i] = 1
+		} else {
+			bads[i] = 1
+		}
+	}
+	rows, err := tx.Query(ctx, endChainsSQL, batchPKs, chunks, oks, bads, now, DefaultMaxAttempts)
+	if err != nil {
+		return nil, fmt.Errorf("count ended chains: %w", err)
+	}
+	var out []string
+	finish := map[Stage]int{}
+	var batchID, onFinish string
+	_, err = pgx.ForEachRow(rows, []any{&batchID, &onFinish}, func() error {
+		out = append(out, batchID)
+		if onFinish != "" {
+			finish[Stage(onFinish)]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count ended chains: %w", err)
+	}
+	if err := notifyStages(ctx, tx, finish); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TaskRef names one attempt of a task.
+type TaskRef struct {
+	ID      int64
+	Attempt int
+}
+
+func refArrays(refs []TaskRef) ([]int64, []int32) {
+	ids := make([]int64, len(refs))
+	atts := make([]int32, len(refs))
+	for i, r := range refs {
+		ids[i], atts[i] = r.ID, int32(r.Attempt)
+	}
+	return ids, atts
+}
+
+// ExtendLeases renews the leases of the given attempts until now+lease and
+// marks them RUNNING. It returns the ids of the tasks the attempts still
+// hold; a task missing from the answer was revoked or taken over, and its
+// work should stop.
+func (s *Store) ExtendLeases(ctx context.Context, refs []TaskRef, lease time.Duration) (map[int64]bool, error) {
+	if len(refs) == 0 {
+		return map[int64]bool{}, nil
+	}
+	now := s.now()
+	ids, atts := refArrays(refs)
+	rows, err := s.pool.Query(ctx, `
+		UPDATE task_logs t SET lease_expires_at = $3, status = 'RUNNING', updated_at = $4
+		FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt)
+		WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
+		RETURNING t.id`, ids, atts, now.Add(lease), now)
+	if err != nil {
+		return nil, fmt.Errorf("extend leases: %w", err)
+	}
+	held := make(map[int64]bool, len(refs))
+	var id int64
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { held[id] = true; return nil }); err != nil {
+		return nil, fmt.Errorf("extend leases: %w", err)
+	}
+	return held, nil
+}
+
+// HandBack returns unfinished attempts to the queue as PENDING without
+// counting them (a graceful shutdown): another worker picks them up at once.
+func (s *Store) HandBack(ctx context.Context, refs []TaskRef) (int, error) {
+	if len(refs) == 0 {
+		return 0, nil
+	}
+	now := s.now()
+	ids, atts := refArrays(refs)
+	var stages []string
+	rows, err := s.pool.Query(ctx, `
+		UPDATE task_logs t SET status = 'PENDING', attempt = t.attempt - 1, started_at = NULL,
+			lease_expires_at = NULL, owner = NULL, run_after = $3, updated_at = $3
+		FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt)
+		WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
+		RETURNING t.task_name`, ids, atts, now)
+	if err != nil {
+		return 0, fmt.Errorf("hand back: %w", err)
+	}
+	stages, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, fmt.Errorf("hand back: %w", err)
+	}
+	wake := map[Stage]int{}
+	for _, st := range stages {
+		wake[Stage(st)]++
+	}
+	for st := range wake {
+		// Best effort: the poll finds them anyway.
+		_, _ = s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, WakeChannel, string(st))
+	}
+	return len(stages), nil
+}
+
+// expiredSQL locks tasks whose lease ran out (their process died or lost
+// the database): the attempt is over and counted.
+const expiredSQL = `
+SELECT t.id, t.task_id, t.task_name, t.stage_index, t.attempt, t.max_attempts,
+	coalesce(t.chain_execution_id, 0), coalesce(c.chain_id, ''), coalesce(t.batch_execution_id, 0),
+	coalesce(c.chunk_index, 0), coalesce(t.owner, '')
+FROM task_logs t LEFT JOIN chain_executions c ON c.id = t.chain_execution_id
+WHERE t.status IN ('STARTED', 'RUNNING') AND t.lease_expires_at < $1
+ORDER BY t.id
+LIMIT $2
+FOR UPDATE OF t SKIP LOCKED`
+
+// RescueExpired ends up to limit attempts whose lease expired: each goes
+// to RETRY (with backoff) or, past its max attempts, to FAILURE, exactly as
+// if it had failed. It returns how many it rescued.
+func (s *Store) RescueExpired(ctx context.Context, limit int) (*CommitResult, error) {
+	var res *CommitResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, expiredSQL, s.now(), limit)
+		if err != nil {
+			return fmt.Errorf("find expired leases: %w", err)
+		}
+		var outcomes []Outcome
+		_, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (struct{}, error) {
+			var c Claimed
+			var owner string
+			if err := r.Scan(&c.ID, &c.TaskID, &c.Stage, &c.StageIndex, &c.Attempt, &c.MaxAttempts, &c.ChainPK,
+				&c.ChainID, &c.BatchPK, &c.ChunkIndex, &owner); err != nil {
+				return struct{}{}, err
+			}
+			outcomes = append(outcomes, Outcome{Task: &c,
+				Err: fmt.Errorf("lease expired: worker %s was lost during attempt %d of %d", owner, c.Attempt, c.MaxAttempts)})
+			return struct{}{}, nil
+		})
+		if err != nil {
+			return fmt.Errorf("find expired leases: %w", err)
+		}
+		if len(outcomes) == 0 {
+			res = &CommitResult{}
+			return nil
+		}
+		res, err = s.complete(ctx, tx, outcomes)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rescue: %w", err)
+	}
+	return res, nil
+}
+
+// RevokeResult says what a revoke did.
+type RevokeResult struct {
+	Chains  int     // chains that became REVOKED
+	Tasks   int     // tasks that became REVOKED
+	Running []int64 // task ids that were running: their workers are told to stop
+}
+
+// RevokeChain cancels a chain: its waiting and running tasks and the chain
+// become REVOKED, its chunk and batch count it as failed, and the workers
+// running it are told (NOTIFY) to stop. Revoking an ended chain is
+// ErrConflict; an unknown one ErrNotFound.
+func (s *Store) RevokeChain(ctx context.Context, chainID, reason string) (*RevokeResult, error) {
+	var res *RevokeResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var pk int64
+		var status Status
+		if err := tx.QueryRow(ctx, `SELECT id, status FROM chain_executions WHERE chain_id = $1`, chainID).Scan(&pk, &status); err != nil {
+			return notFound(err)
+		}
+		if status.Terminal() {
+			return fmt.Errorf("chain is already %s: %w", status, ErrConflict)
+		}
+		var err error
+		res, err = s.revoke(ctx, tx, `t.chain_execution_id = $1`, `c.id = $1`, pk, reason)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke chain %s: %w", chainID, err)
+	}
+	return res, nil
+}
+
+// RevokeBatch cancels every chain of a batch that has not ended, and the
+// batch itself (REVOKED). Revoking an ended batch is ErrConflict.
+func (s *Store) RevokeBatch(ctx context.Context, batchID, reason string) (*RevokeResult, error) {
+	var res *RevokeResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var pk int64
+		var status Status
+		if err := tx.QueryRow(ctx, `SELECT id, status FROM batch_executions WHERE batch_id = $1`, batchID).Scan(&pk, &status); err != nil {
+			return notFound(err)
+		}
+		if status.Terminal() {
+			return fmt.Errorf("batch is already %s: %w", status, ErrConflict)
+		}
+		// Tasks first (lock order: tasks, chains, chunks, batch) ...
+		var err error
+		res, err = s.revoke(ctx, tx, `t.batch_execution_id = $1 AND t.chain_execution_id IS NOT NULL`, `c.batch_execution_id = $1`, pk, reason)
+		if err != nil {
+			return err
+		}
+		// ... then the batch, unless the last chains' end already ended it.
+		_, err = tx.Exec(ctx, `UPDATE batch_executions SET status = 'REVOKED', finished_at = coalesce(finished_at, $2),
+			error_message = $3, updated_at = $2 WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')`,
+			pk, s.now(), "revoked: "+reason)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke batch %s: %w", batchID, err)
+	}
+	return res, nil
+}
+
+func (s *Store) revoke(ctx context.Context, tx pgx.Tx, taskWhere, chainWhere string, pk int64, reason string) (*RevokeResult, error) {
+	now := s.now()
+	msg := "revoked"
+	if reason != "" {
+		msg = "revoked: " + reason
+	}
+	res := &RevokeResult{}
+	rows, err := tx.Query(ctx, `
+		UPDATE task_logs t SET status = 'REVOKED', finished_at = $2, error = left($3, 512), lease_expires_at = NULL, updated_at = $2
+		FROM (SELECT id, status AS old FROM task_logs t WHERE `+taskWhere+`
+			AND status IN ('PENDING', 'RETRY', 'STARTED', 'RUNNING') ORDER BY id FOR UPDATE) o
+		WHERE t.id = o.id
+		RETURNING t.id, o.old IN ('STARTED', 'RUNNING')`, pk, now, msg)
+	if err != nil {
+		return nil, fmt.Errorf("revoke tasks: %w", err)
+	}
+	var id int64
+	var running bool
+	if _, err := pgx.ForEachRow(rows, []any{&id, &running}, func() error {
+		res.Tasks++
+		if running {
+			res.Running = append(res.Running, id)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("revoke tasks: %w", err)
+	}
+	rows, err = tx.Query(ctx, `
+		UPDATE chain_executions c SET status = 'REVOKED', finished_at = $2, error_message = $3, updated_at = $2
+		WHERE `+chainWhere+` AND c.status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
+		RETURNING coalesce(c.batch_execution_id, 0), c.chunk_index`, pk, now, msg)
+	if err != nil {
+		return nil, fmt.Errorf("revoke chains: %w", err)
+	}
+	var ended []endedChain
+	var batchPK int64
+	var chunk int
+	if _, err := pgx.ForEachRow(rows, []any{&batchPK, &chunk}, func() error {
+		res.Chains++
+		if batchPK != 0 {
+			ended = append(ended, endedChain{batchPK, chunk, false})
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("revoke chains: %w", err)
+	}
+	if _, err := s.endChains(ctx, tx, ended, now); err != nil {
+		return nil, err
+	}
+	if err := notifyRevoked(ctx, tx, res.Running); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// notifyRevoked tells every process which running tasks to cancel, in
+// payloads under NOTIFY's 8000-byte limit.
+func notifyRevoked(ctx context.Context, tx pgx.Tx, ids []int64) error {
+	var b strings.Builder
+	flush := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, RevokeChannel, b.String())
+		b.Reset()
+		return err
+	}
+	for _, id := range ids {
+		if b.Len() > 7000 {
+			if err := flush(); err != nil {
+				return fmt.Errorf("notify revoke: %w", err)
+			}
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(id, 10))
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("notify revoke: %w", err)
+	}
+	return nil
+}
+
+// ParseRevoked parses a RevokeChannel payload.
+func ParseRevoked(payload string) []int64 {
+	var out []int64
+	for _, f := range strings.Split(payload, ",") {
+		if id, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64); err == nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
