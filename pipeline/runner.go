@@ -1,0 +1,464 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/docpipe/docpipe/tracking"
+)
+
+// runner runs one stage: claimer → jobs channel → workers → results
+// channel → committer.
+type runner struct {
+	e        *Engine
+	cfg      StageConfig
+	capacity int // most tasks claimed and not yet committed
+
+	wakeCh   chan struct{} // a claim may find work
+	slotCh   chan struct{} // capacity was freed
+	inflight atomic.Int64
+	jobs     chan *work
+	results  chan *result
+}
+
+// work is one claimed task on its way through the runner.
+type work struct {
+	c      tracking.Claimed
+	group  *group
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// group is the tasks of one chunk taken by one claim: they are committed
+// together. Only the committer goroutine touches it.
+type group struct {
+	size int
+	done []*result
+}
+
+type resultKind int
+
+const (
+	kindDone     resultKind = iota // the attempt ended: record its outcome
+	kindHandBack                   // not run or interrupted by shutdown: back to PENDING, uncounted
+	kindDrop                       // revoked or lease lost: the row is no longer ours
+)
+
+type result struct {
+	w      *work
+	kind   resultKind
+	out    *Output
+	result json.RawMessage
+	err    error
+}
+
+func newRunner(e *Engine, sc StageConfig) *runner {
+	capacity := 2 * sc.Workers
+	return &runner{
+		e: e, cfg: sc, capacity: capacity,
+		wakeCh:  make(chan struct{}, 1),
+		slotCh:  make(chan struct{}, 1),
+		jobs:    make(chan *work, capacity),
+		results: make(chan *result, capacity),
+	}
+}
+
+func (r *runner) wake() {
+	select {
+	case r.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (r *runner) freed(n int) {
+	if n == 0 {
+		return
+	}
+	r.e.obs.Inflight(r.cfg.Stage, int(r.inflight.Add(-int64(n))))
+	select {
+	case r.slotCh <- struct{}{}:
+	default:
+	}
+}
+
+// run owns the stage's goroutines and returns when all have ended.
+func (r *runner) run(claimCtx, workCtx, commitCtx context.Context) {
+	var workers sync.WaitGroup
+	for range r.cfg.Workers {
+		workers.Go(func() { r.work(claimCtx, workCtx) })
+	}
+	var committer sync.WaitGroup
+	committer.Go(func() { r.commit(commitCtx) })
+
+	r.claim(claimCtx, workCtx)
+	close(r.jobs)
+	workers.Wait()
+	close(r.results)
+	committer.Wait()
+}
+
+// claim takes tasks while there is capacity and work, and otherwise waits
+// for a wake-up, freed capacity or the poll interval.
+func (r *runner) claim(ctx, workCtx context.Context) {
+	poll := time.NewTimer(0)
+	defer poll.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		default:
+		}
+		free := r.capacity - int(r.inflight.Load())
+		n := min(free, r.e.cfg.ClaimMax)
+		got := 0
+		if n > 0 {
+			// A claim in flight finishes even if ctx ends meanwhile, so no
+			// row is left leased to nobody.
+			qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			start := time.Now()
+			claimed, err := r.e.cfg.Queue.Claim(qctx, r.cfg.Stage, r.e.cfg.Owner, n, r.e.cfg.Lease)
+			cancel()
+			if err != nil {
+				failures++
+				r.e.obs.DBError("claim")
+				r.e.log.Warn("claim failed; retrying", "stage", r.cfg.Stage, "err", err, "failures", failures)
+				if !sleepCtx(ctx, backoffDelay(failures)) {
+					return
+				}
+				continue
+			}
+			failures = 0
+			got = len(claimed)
+			if got > 0 {
+				r.e.obs.Claimed(r.cfg.Stage, got, time.Since(start))
+				r.e.obs.Inflight(r.cfg.Stage, int(r.inflight.Add(int64(got))))
+				r.dispatch(claimed, workCtx)
+			}
+		}
+		if got > 0 && got == n {
+			continue // there may be more waiting
+		}
+		// Wait for work (a wake-up or the poll) or, when full, for capacity.
+		var slot <-chan struct{}
+		if n <= 0 {
+			slot = r.slotCh
+		}
+		poll.Reset(r.e.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wakeCh:
+		case <-slot:
+		case <-poll.C:
+		}
+	}
+}
+
+// dispatch groups claimed tasks by chunk and hands them to the workers.
+// The jobs channel has room for the whole capacity, so this never blocks
+// for long.
+func (r *runner) dispatch(claimed []tracking.Claimed, workCtx context.Context) {
+	type key struct {
+		batch int64
+		chunk int
+	}
+	groups := map[key]*group{}
+	ws := make([]*work, len(claimed))
+	for i := range claimed {
+		c := claimed[i]
+		k := key{c.BatchPK, c.ChunkIndex}
+		if c.BatchPK == 0 {
+			k = key{-c.ID, 0} // a chain alone is its own group
+		}
+		g := groups[k]
+		if g == nil {
+			g = &group{}
+			groups[k] = g
+		}
+		g.size++
+		ctx, cancel := context.WithCancelCause(workCtx)
+		ws[i] = &work{c: c, group: g, ctx: ctx, cancel: cancel}
+		r.e.register(ws[i])
+	}
+	for _, w := range ws {
+		r.jobs <- w
+	}
+}
+
+// work runs jobs until the jobs channel closes. Jobs that arrive after
+// claiming stopped are handed back without running.
+func (r *runner) work(claimCtx, workCtx context.Context) {
+	for w := range r.jobs {
+		if claimCtx.Err() != nil || w.ctx.Err() != nil {
+			r.results <- r.interrupted(w)
+			continue
+		}
+		r.results <- r.execute(w)
+	}
+}
+
+// interrupted is the result of a task cancelled from outside: dropped
+// when its row is no longer ours, handed back on shutdown.
+func (r *runner) interrupted(w *work) *result {
+	cause := context.Cause(w.ctx)
+	if errors.Is(cause, errRevoked) || errors.Is(cause, errLeaseLost) {
+		return &result{w: w, kind: kindDrop, err: cause}
+	}
+	return &result{w: w, kind: kindHandBack}
+}
+
+func (r *runner) execute(w *work) (res *result) {
+	c := &w.c
+	job := &Job{
+		TaskID: c.TaskID, Stage: c.Stage, StageIndex: c.StageIndex, Attempt: c.Attempt, MaxAttempts: c.MaxAttempts,
+		ChainPK: c.ChainPK, ChainID: c.ChainID, BatchID: c.BatchID, Reader: r.e.cfg.Queue,
+	}
+	if len(c.Input) > 0 {
+		if err := json.Unmarshal(c.Input, &job.Input); err != nil {
+			return &result{w: w, kind: kindDone, err: tracking.Permanent(fmt.Errorf("chain input_data: %w", err))}
+		}
+	}
+	job.Logger = r.e.log.With("stage", c.Stage, "task_id", c.TaskID, "chain_id", c.ChainID, "batch_id", c.BatchID, "attempt", c.Attempt)
+	ctx := w.ctx
+	if r.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			job.Logger.Error("stage panicked", "panic", p, "stack", string(debug.Stack()))
+			res = &result{w: w, kind: kindDone, err: fmt.Errorf("stage panicked: %v", p)}
+		}
+		status := tracking.StatusSuccess
+		if res.err != nil {
+			status = tracking.StatusFailure
+		}
+		if res.kind == kindDone {
+			r.e.obs.TaskDone(c.Stage, status, time.Since(start))
+		}
+	}()
+	out, err := r.cfg.Run.Run(ctx, job)
+	if err != nil {
+		if w.ctx.Err() != nil {
+			return r.interrupted(w) // revoked, lease lost or shutdown
+		}
+		if ctx.Err() == context.DeadlineExceeded && w.ctx.Err() == nil {
+			err = fmt.Errorf("timed out after %s: %w", r.cfg.Timeout, err)
+		}
+		job.Logger.Warn("stage failed", "err", err, "permanent", tracking.IsPermanent(err))
+		return &result{w: w, kind: kindDone, err: err}
+	}
+	if out == nil {
+		out = &Output{}
+	}
+	b, err := marshalResult(out.Result)
+	if err != nil {
+		return &result{w: w, kind: kindDone, err: err}
+	}
+	return &result{w: w, kind: kindDone, out: out, result: b}
+}
+
+// commit gathers results and records them: as soon as one is ready, with
+// everything else that is ready by then, in one transaction. A chunk's
+// tasks from one claim are committed together.
+func (r *runner) commit(ctx context.Context) {
+	var ready []*result
+	var handback []*result
+	open := true
+	for open {
+		res, ok := <-r.results
+		if !ok {
+			break
+		}
+		add := func(res *result) {
+			g := res.w.group
+			switch res.kind {
+			case kindDrop:
+				r.e.unregister(res.w.c.ID)
+				res.w.cancel(nil)
+				r.freed(1)
+				g.size-- // the rest of its chunk no longer waits for it
+			case kindHandBack:
+				handback = append(handback, res)
+				g.size--
+			default:
+				g.done = append(g.done, res)
+			}
+			if len(g.done) > 0 && len(g.done) == g.size {
+				ready = append(ready, g.done...)
+				g.done = nil
+			}
+		}
+		add(res)
+	drain:
+		for len(ready)+len(handback) < r.e.cfg.CommitMax {
+			select {
+			case res, ok := <-r.results:
+				if !ok {
+					open = false
+					break drain
+				}
+				add(res)
+			default:
+				break drain
+			}
+		}
+		if len(handback) > 0 {
+			r.handBack(ctx, handback)
+			handback = handback[:0]
+		}
+		if len(ready) > 0 {
+			r.record(ctx, ready)
+			ready = ready[:0]
+		}
+		if !open {
+			break
+		}
+	}
+	// Every job produced a result before the channel closed, so no group
+	// is left waiting.
+}
+
+// record commits outcomes, retrying while the database is unreachable. If
+// the commit itself is refused (a constraint the results break), each
+// chunk is committed alone, and a chunk that still fails has its tasks
+// recorded as failed attempts (RETRY) without their results.
+func (r *runner) record(ctx context.Context, results []*result) {
+	outcomes := make([]tracking.Outcome, len(results))
+	for i, res := range results {
+		o := tracking.Outcome{Task: &res.w.c, Err: res.err, Result: res.result}
+		if res.out != nil {
+			o.OCR = res.out.OCR
+		}
+		outcomes[i] = o
+	}
+	err := r.complete(ctx, outcomes)
+	if err != nil && ctx.Err() == nil {
+		r.e.log.Error("commit refused; committing chunk by chunk", "stage", r.cfg.Stage, "tasks", len(outcomes), "err", err)
+		r.isolate(ctx, results)
+	}
+	for _, res := range results {
+		r.e.unregister(res.w.c.ID)
+		res.w.cancel(nil)
+	}
+	r.freed(len(results))
+}
+
+func (r *runner) isolate(ctx context.Context, results []*result) {
+	byGroup := map[*group][]tracking.Outcome{}
+	var order []*group
+	for _, res := range results {
+		g := res.w.group
+		if _, ok := byGroup[g]; !ok {
+			order = append(order, g)
+		}
+		o := tracking.Outcome{Task: &res.w.c, Err: res.err, Result: res.result}
+		if res.out != nil {
+			o.OCR = res.out.OCR
+		}
+		byGroup[g] = append(byGroup[g], o)
+	}
+	for _, g := range order {
+		outs := byGroup[g]
+		err := r.complete(ctx, outs)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		r.e.log.Error("chunk commit refused; recording its tasks as failed attempts", "stage", r.cfg.Stage, "tasks", len(outs), "err", err)
+		failed := make([]tracking.Outcome, len(outs))
+		for i, o := range outs {
+			failed[i] = tracking.Outcome{Task: o.Task, Err: fmt.Errorf("commit failed: %w", err)}
+			if o.Err != nil {
+				failed[i].Err = o.Err
+			}
+		}
+		if err := r.complete(ctx, failed); err != nil && ctx.Err() == nil {
+			r.e.log.Error("cannot record failed attempts; their leases will expire and be rescued", "err", err)
+		}
+	}
+}
+
+// complete runs one Complete, retrying transient errors (the database
+// restarting) with backoff until ctx ends. It returns the first
+// non-transient error.
+func (r *runner) complete(ctx context.Context, outcomes []tracking.Outcome) error {
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		res, err := r.e.cfg.Queue.Complete(ctx, outcomes)
+		if err == nil {
+			r.e.obs.Committed(r.cfg.Stage, res.Applied, time.Since(start))
+			for st, n := range res.Enqueued {
+				if n > 0 {
+					r.e.Wake(st)
+				}
+			}
+			for _, b := range res.BatchesEnded {
+				r.e.log.Info("batch ended", "batch_id", b)
+			}
+			if len(res.Stale) > 0 {
+				r.e.log.Info("dropped results of tasks no longer held (revoked or rescued)", "stage", r.cfg.Stage, "tasks", len(res.Stale))
+			}
+			return nil
+		}
+		if !tracking.IsTransient(err) || ctx.Err() != nil {
+			return err
+		}
+		r.e.obs.DBError("commit")
+		r.e.log.Warn("commit failed; database unreachable, retrying", "stage", r.cfg.Stage, "err", err, "attempt", attempt)
+		if !sleepCtx(ctx, backoffDelay(attempt)) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (r *runner) handBack(ctx context.Context, results []*result) {
+	refs := make([]tracking.TaskRef, len(results))
+	for i, res := range results {
+		refs[i] = tracking.TaskRef{ID: res.w.c.ID, Attempt: res.w.c.Attempt}
+	}
+	for attempt := 1; ; attempt++ {
+		n, err := r.e.cfg.Queue.HandBack(ctx, refs)
+		if err == nil {
+			r.e.log.Info("handed back unfinished tasks", "stage", r.cfg.Stage, "tasks", n)
+			break
+		}
+		if !tracking.IsTransient(err) || ctx.Err() != nil {
+			r.e.log.Error("cannot hand back tasks; their leases will expire and be rescued", "stage", r.cfg.Stage, "err", err)
+			break
+		}
+		if !sleepCtx(ctx, backoffDelay(attempt)) {
+			break
+		}
+	}
+	for _, res := range results {
+		r.e.unregister(res.w.c.ID)
+		res.w.cancel(nil)
+	}
+	r.freed(len(results))
+}
+
+// backoffDelay is the wait before retrying a database operation: 100 ms
+// doubling to 5 s.
+func backoffDelay(failures int) time.Duration {
+	return min(100*time.Millisecond<<min(failures-1, 6), 5*time.Second)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

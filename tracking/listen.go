@@ -1,0 +1,80 @@
+package tracking
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Listener delivers docpipe's notifications from other processes on one
+// dedicated connection, reconnecting when the database goes away.
+type Listener struct {
+	store *Store
+	log   *slog.Logger
+}
+
+// NewListener returns a Listener on the store's database.
+func NewListener(s *Store, log *slog.Logger) *Listener {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Listener{store: s, log: log.With("component", "listener")}
+}
+
+// Listen runs until ctx ends, calling wake for every WakeChannel
+// notification and revoke for every RevokeChannel one. After a reconnect it
+// calls wake for every stage it has seen, since notifications sent while it
+// was away are lost. It returns nil when ctx ends.
+func (l *Listener) Listen(ctx context.Context, wake func(Stage), revoke func([]int64)) error {
+	seen := map[Stage]bool{}
+	failures := 0
+	for ctx.Err() == nil {
+		err := l.listenOnce(ctx, seen, wake, revoke, &failures)
+		if ctx.Err() != nil {
+			return nil
+		}
+		failures++
+		d := min(100*time.Millisecond<<min(failures-1, 6), 5*time.Second)
+		l.log.Warn("notification connection lost; reconnecting", "err", err, "in", d)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+func (l *Listener) listenOnce(ctx context.Context, seen map[Stage]bool, wake func(Stage), revoke func([]int64), failures *int) error {
+	pc, err := l.store.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire: %w", err)
+	}
+	// The connection carries LISTEN state: never return it to the pool.
+	conn := pc.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+WakeChannel+"; LISTEN "+RevokeChannel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	*failures = 0
+	for st := range seen {
+		wake(st) // catch up on what was missed while disconnected
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		switch n.Channel {
+		case WakeChannel:
+			st := Stage(n.Payload)
+			seen[st] = true
+			wake(st)
+		case RevokeChannel:
+			revoke(ParseRevoked(n.Payload))
+		}
+	}
+}
