@@ -62,6 +62,9 @@ type Config struct {
 	RescueEvery   time.Duration // how often expired leases are rescued; default Lease/3
 	ClaimMax      int           // most tasks one claim takes; default 500
 	CommitMax     int           // most outcomes one commit records; default 1000
+	// Backoff is the wait before retrying a task after its attempt-th
+	// attempt failed; default tracking.Backoff (1 s doubling, ±20% jitter).
+	Backoff func(attempt int) time.Duration
 	// ShutdownTimeout is how long running tasks may finish after the
 	// engine's context ends before their contexts are cancelled and they are
 	// handed back; default 30s.
@@ -103,6 +106,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.CommitMax <= 0 {
 		cfg.CommitMax = 1000
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = tracking.Backoff
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second

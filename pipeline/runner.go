@@ -335,11 +335,7 @@ func (r *runner) commit(ctx context.Context) {
 func (r *runner) record(ctx context.Context, results []*result) {
 	outcomes := make([]tracking.Outcome, len(results))
 	for i, res := range results {
-		o := tracking.Outcome{Task: &res.w.c, Err: res.err, Result: res.result}
-		if res.out != nil {
-			o.OCR = res.out.OCR
-		}
-		outcomes[i] = o
+		outcomes[i] = r.outcome(res)
 	}
 	err := r.complete(ctx, outcomes)
 	if err != nil && ctx.Err() == nil {
@@ -353,6 +349,17 @@ func (r *runner) record(ctx context.Context, results []*result) {
 	r.freed(len(results))
 }
 
+func (r *runner) outcome(res *result) tracking.Outcome {
+	o := tracking.Outcome{Task: &res.w.c, Err: res.err, Result: res.result}
+	if res.out != nil {
+		o.OCR = res.out.OCR
+	}
+	if res.err != nil {
+		o.RetryAt = time.Now().Add(r.e.cfg.Backoff(res.w.c.Attempt))
+	}
+	return o
+}
+
 func (r *runner) isolate(ctx context.Context, results []*result) {
 	byGroup := map[*group][]tracking.Outcome{}
 	var order []*group
@@ -361,11 +368,7 @@ func (r *runner) isolate(ctx context.Context, results []*result) {
 		if _, ok := byGroup[g]; !ok {
 			order = append(order, g)
 		}
-		o := tracking.Outcome{Task: &res.w.c, Err: res.err, Result: res.result}
-		if res.out != nil {
-			o.OCR = res.out.OCR
-		}
-		byGroup[g] = append(byGroup[g], o)
+		byGroup[g] = append(byGroup[g], r.outcome(res))
 	}
 	for _, g := range order {
 		outs := byGroup[g]
@@ -376,7 +379,8 @@ func (r *runner) isolate(ctx context.Context, results []*result) {
 		r.e.log.Error("chunk commit refused; recording its tasks as failed attempts", "stage", r.cfg.Stage, "tasks", len(outs), "err", err)
 		failed := make([]tracking.Outcome, len(outs))
 		for i, o := range outs {
-			failed[i] = tracking.Outcome{Task: o.Task, Err: fmt.Errorf("commit failed: %w", err)}
+			failed[i] = tracking.Outcome{Task: o.Task, Err: fmt.Errorf("commit failed: %w", err),
+				RetryAt: time.Now().Add(r.e.cfg.Backoff(o.Task.Attempt))}
 			if o.Err != nil {
 				failed[i].Err = o.Err
 			}

@@ -361,7 +361,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			return nil, err
 		}
 	}
-	endedBatches, err := s.endChains(ctx, tx, ended, now)
+	endedBatches, err := s.endChains(ctx, tx, ended, now, 0, "")
 	if err != nil {
 		return nil, err
 	}
@@ -447,13 +447,14 @@ WITH u AS (
 		completed_chunks = b.completed_chunks + agg.chunks_ok,
 		failed_chunks = b.failed_chunks + agg.chunks_bad,
 		status = CASE
-			WHEN b.status = 'REVOKED' THEN 'REVOKED'
+			WHEN b.status = 'REVOKED' OR b.id = $7 THEN 'REVOKED'
 			WHEN b.completed_images + agg.ok + b.failed_images + agg.bad >= b.total_images
 				THEN CASE WHEN b.failed_images + agg.bad = 0 THEN 'SUCCESS' ELSE 'FAILURE' END
 			ELSE 'RUNNING' END,
 		finished_at = CASE WHEN b.completed_images + agg.ok + b.failed_images + agg.bad >= b.total_images
 			THEN coalesce(b.finished_at, $5) ELSE b.finished_at END,
 		error_message = CASE
+			WHEN b.id = $7 THEN $8
 			WHEN b.status <> 'REVOKED' AND b.failed_images + agg.bad > 0
 				AND b.completed_images + agg.ok + b.failed_images + agg.bad >= b.total_images
 			THEN (b.failed_images + agg.bad) || ' of ' || b.total_images || ' images failed'
@@ -471,7 +472,9 @@ WITH u AS (
 )
 SELECT b.batch_id, coalesce(b.on_finish, '') FROM b WHERE b.ended_now`
 
-func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, now time.Time) ([]string, error) {
+// endChains counts ended chains into chunks and batches. revokedBatch (if
+// not 0) is a batch being revoked: it ends REVOKED with revokeMsg.
+func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, now time.Time, revokedBatch int64, revokeMsg string) ([]string, error) {
 	if len(ended) == 0 {
 		return nil, nil
 	}
@@ -493,7 +496,7 @@ func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, no
 			bads[i] = 1
 		}
 	}
-	rows, err := tx.Query(ctx, endChainsSQL, batchPKs, chunks, oks, bads, now, DefaultMaxAttempts)
+	rows, err := tx.Query(ctx, endChainsSQL, batchPKs, chunks, oks, bads, now, DefaultMaxAttempts, revokedBatch, revokeMsg)
 	if err != nil {
 		return nil, fmt.Errorf("count ended chains: %w", err)
 	}
@@ -663,7 +666,7 @@ func (s *Store) RevokeChain(ctx context.Context, chainID, reason string) (*Revok
 			return fmt.Errorf("chain is already %s: %w", status, ErrConflict)
 		}
 		var err error
-		res, err = s.revoke(ctx, tx, `t.chain_execution_id = $1`, `c.id = $1`, pk, reason)
+		res, err = s.revoke(ctx, tx, `t.chain_execution_id = $1`, `c.id = $1`, pk, reason, 0)
 		return err
 	})
 	if err != nil {
@@ -687,14 +690,14 @@ func (s *Store) RevokeBatch(ctx context.Context, batchID, reason string) (*Revok
 		}
 		// Tasks first (lock order: tasks, chains, chunks, batch) ...
 		var err error
-		res, err = s.revoke(ctx, tx, `t.batch_execution_id = $1 AND t.chain_execution_id IS NOT NULL`, `c.batch_execution_id = $1`, pk, reason)
+		res, err = s.revoke(ctx, tx, `t.batch_execution_id = $1 AND t.chain_execution_id IS NOT NULL`, `c.batch_execution_id = $1`, pk, reason, pk)
 		if err != nil {
 			return err
 		}
 		// ... then the batch, unless the last chains' end already ended it.
 		_, err = tx.Exec(ctx, `UPDATE batch_executions SET status = 'REVOKED', finished_at = coalesce(finished_at, $2),
 			error_message = $3, updated_at = $2 WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')`,
-			pk, s.now(), "revoked: "+reason)
+			pk, s.now(), revokeMessage(reason))
 		return err
 	})
 	if err != nil {
@@ -703,12 +706,9 @@ func (s *Store) RevokeBatch(ctx context.Context, batchID, reason string) (*Revok
 	return res, nil
 }
 
-func (s *Store) revoke(ctx context.Context, tx pgx.Tx, taskWhere, chainWhere string, pk int64, reason string) (*RevokeResult, error) {
+func (s *Store) revoke(ctx context.Context, tx pgx.Tx, taskWhere, chainWhere string, pk int64, reason string, revokedBatch int64) (*RevokeResult, error) {
 	now := s.now()
-	msg := "revoked"
-	if reason != "" {
-		msg = "revoked: " + reason
-	}
+	msg := revokeMessage(reason)
 	res := &RevokeResult{}
 	rows, err := tx.Query(ctx, `
 		UPDATE task_logs t SET status = 'REVOKED', finished_at = $2, error = left($3, 512), lease_expires_at = NULL, updated_at = $2
@@ -749,13 +749,20 @@ func (s *Store) revoke(ctx context.Context, tx pgx.Tx, taskWhere, chainWhere str
 	}); err != nil {
 		return nil, fmt.Errorf("revoke chains: %w", err)
 	}
-	if _, err := s.endChains(ctx, tx, ended, now); err != nil {
+	if _, err := s.endChains(ctx, tx, ended, now, revokedBatch, msg); err != nil {
 		return nil, err
 	}
 	if err := notifyRevoked(ctx, tx, res.Running); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+func revokeMessage(reason string) string {
+	if reason == "" {
+		return "revoked"
+	}
+	return "revoked: " + reason
 }
 
 // notifyRevoked tells every process which running tasks to cancel, in

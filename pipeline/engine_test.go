@@ -1,0 +1,134 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docpipe/docpipe/pipeline"
+	"github.com/docpipe/docpipe/tracking"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func noop(context.Context, *pipeline.Job) (*pipeline.Output, error) {
+	return &pipeline.Output{Result: map[string]bool{"ok": true}}, nil
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("DOCPIPE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// engineFor builds an engine running every document stage with fn.
+func engineFor(t testing.TB, store *tracking.Store, workers int, fn pipeline.StageFunc, mod func(*pipeline.Config)) *pipeline.Engine {
+	t.Helper()
+	cfg := pipeline.Config{Queue: store, Notifications: tracking.NewListener(store, nil), Logger: testLogger(t),
+		PollInterval: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second}
+	for _, st := range append(tracking.DocumentStages, tracking.StageSummary) {
+		cfg.Stages = append(cfg.Stages, pipeline.StageConfig{Stage: st, Run: fn, Workers: workers})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e, err := pipeline.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// start runs e until the test ends (or stop is called) and checks Run returns nil.
+func start(t testing.TB, e *pipeline.Engine) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	var stopped atomic.Bool
+	stop = func() {
+		if stopped.Swap(true) {
+			return
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("engine: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func submit(t testing.TB, store *tracking.Store, n, chunk int, mod func(*tracking.NewBatch)) *tracking.Batch {
+	t.Helper()
+	nb := tracking.NewBatch{Name: t.Name(), ChunkSize: chunk, Chains: make([]tracking.NewChain, n), OnFinish: tracking.StageSummary}
+	for i := range nb.Chains {
+		nb.Chains[i].Input.ImagePath = fmt.Sprintf("/images/%s/%d.png", t.Name(), i)
+	}
+	if mod != nil {
+		mod(&nb)
+	}
+	b, err := store.CreateBatch(context.Background(), nb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// waitBatch polls until the batch has ended and its on_finish task (if
+// any) has ended too, or the deadline passes.
+func waitBatch(t testing.TB, pool *pgxpool.Pool, store *tracking.Store, batchID string, within time.Duration) *tracking.Batch {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		b, err := store.Batch(context.Background(), batchID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Status.Terminal() {
+			var open int
+			if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM task_logs WHERE batch_execution_id = $1
+				AND status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')`, b.ID).Scan(&open); err != nil {
+				t.Fatal(err)
+			}
+			if open == 0 {
+				return b
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("batch %s not finished after %s: %+v", batchID, within, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestThousandChains(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	e := engineFor(t, store, 8, noop, nil)
+	start(t, e)
+	b := submit(t, store, 1000, 10, nil)
+	b = waitBatch(t, pool, store, b.BatchID, 2*time.Minute)
+	if b.Status != tracking.StatusSuccess || b.CompletedImages != 1000 || b.FailedImages != 0 || b.CompletedChunks != 100 {
+		t.Fatalf("batch: %+v", b)
+	}
+	var tasks, unfinished int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*), count(*) FILTER (WHERE started_at IS NULL OR finished_at IS NULL)
+		FROM task_logs WHERE chain_execution_id IS NOT NULL`).Scan(&tasks, &unfinished); err != nil {
+		t.Fatal(err)
+	}
+	if tasks != 4000 || unfinished != 0 {
+		t.Fatalf("tasks %d, without times %d", tasks, unfinished)
+	}
+	if b.FinalResult == nil {
+		t.Fatalf("summary task did not set final_result")
+	}
+	checkInvariants(t, pool)
+}
+
+var errFlaky = errors.New("flaky")
