@@ -35,7 +35,7 @@ func TestRetriesThenSucceeds(t *testing.T) {
 	b := submit(t, store, 5, 10, nil)
 	b = waitBatch(t, pool, store, b.BatchID, time.Minute)
 	if b.Status != tracking.StatusSuccess {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	rows, err := pool.Query(context.Background(), `SELECT status, retries, attempt, coalesce(error, '') FROM task_logs WHERE task_name = $1`, string(tracking.StageLLM))
 	if err != nil {
@@ -114,10 +114,10 @@ func TestPermanentFailureAndMaxAttempts(t *testing.T) {
 	})
 	b = waitBatch(t, pool, store, b.BatchID, time.Minute)
 	if b.Status != tracking.StatusFailure || b.FailedImages != 2 || b.CompletedImages != 2 || b.ErrorMessage != "2 of 4 images failed" {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	if b.FailedChunks != 2 || b.CompletedChunks != 0 { // each chunk holds one bad image
-		t.Fatalf("chunks: %+v", b)
+		t.Fatalf("chunks: %s", fmtBatch(b))
 	}
 	check := func(path string, wantStage tracking.Stage, wantAttempts int, wantMsg string) {
 		t.Helper()
@@ -160,7 +160,7 @@ func TestStagePanicIsAFailedAttempt(t *testing.T) {
 	b := submit(t, store, 1, 1, nil)
 	b = waitBatch(t, pool, store, b.BatchID, time.Minute)
 	if b.Status != tracking.StatusFailure {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	checkInvariants(t, pool)
 }
@@ -184,7 +184,7 @@ func TestRescueExpiredLease(t *testing.T) {
 	start(t, e)
 	b = waitBatch(t, pool, store, b.BatchID, time.Minute)
 	if b.Status != tracking.StatusSuccess {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	var attempt, retries int
 	var owner string
@@ -230,7 +230,7 @@ func TestRescueCountsCrashesToFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	if b.Status != tracking.StatusFailure || b.FailedImages != 1 {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	if cl, _ := store.Claim(ctx, tracking.StageOCR, "crashing", 1, time.Minute); len(cl) != 0 {
 		t.Fatalf("a failed task was claimed again")
@@ -291,7 +291,7 @@ func TestRevokeRunningChain(t *testing.T) {
 	}
 	b = waitBatch(t, pool, store, b.BatchID, 30*time.Second)
 	if b.Status != tracking.StatusFailure || b.FailedImages != 2 {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	checkInvariants(t, pool)
 }
@@ -310,7 +310,7 @@ func TestRevokeBatch(t *testing.T) {
 	}
 	b = waitBatch(t, pool, store, b.BatchID, 30*time.Second)
 	if b.Status != tracking.StatusRevoked || b.FailedImages != 20 || b.FailedChunks != 4 || b.ErrorMessage != "revoked: wrong files" {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	var live int
 	pool.QueryRow(context.Background(), `SELECT count(*) FROM task_logs WHERE status NOT IN ('REVOKED', 'SUCCESS', 'FAILURE')`).Scan(&live)
@@ -346,7 +346,7 @@ func TestGracefulShutdownHandsBack(t *testing.T) {
 	start(t, engineFor(t, store, 2, noop, nil))
 	b = waitBatch(t, pool, store, b.BatchID, 30*time.Second)
 	if b.Status != tracking.StatusSuccess {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	checkInvariants(t, pool)
 }
@@ -390,7 +390,7 @@ func TestNoLostUpdates(t *testing.T) {
 	b := submit(t, store, 600, 300, nil)
 	b = waitBatch(t, pool, store, b.BatchID, 2*time.Minute)
 	if b.CompletedImages != 600 || b.CompletedChunks != 2 || b.Status != tracking.StatusSuccess {
-		t.Fatalf("batch %+v", b)
+		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	checkInvariants(t, pool)
 }

@@ -25,9 +25,7 @@ func newPool(t testing.TB) *pgxpool.Pool {
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := pgxpool.ParseConfig(os.Getenv("DEV_DATABASE_URL"))
-	cfg.ConnConfig.Database = name
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.New(ctx, os.Getenv("DEV_DATABASE_URL")+" dbname="+name)
 	if err != nil {
 		t.Fatal(err)
 	}
