@@ -13,6 +13,7 @@ import (
 
 	"github.com/docpipe/docpipe/pipeline"
 	"github.com/docpipe/docpipe/tracking"
+	"github.com/docpipe/docpipe/tracking/pgtest"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -27,7 +28,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envChild) != "" {
 		os.Exit(runChild())
 	}
-	os.Exit(m.Run())
+	pgtest.Main(m)
 }
 
 // runChild runs an engine with short-sleeping no-op stages until SIGTERM

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/docpipe/docpipe/tracking"
+	"github.com/docpipe/docpipe/tracking/pgtest"
 )
 
 func images(n int) []tracking.NewChain {
@@ -20,7 +21,7 @@ func images(n int) []tracking.NewChain {
 
 func TestSmokeLifecycle(t *testing.T) {
 	ctx := context.Background()
-	pool := newPool(t)
+	pool := pgtest.New(t)
 	s := tracking.NewStore(pool, tracking.StoreOptions{})
 	b, err := s.CreateBatch(ctx, tracking.NewBatch{Name: "smoke", ChunkSize: 2, Chains: images(3), OnFinish: tracking.StageSummary})
 	if err != nil {
