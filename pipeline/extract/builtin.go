@@ -80,9 +80,10 @@ func letters(s string) (n int) {
 var (
 	companySuffixRE = regexp.MustCompile(`(?i)\b(sdn\.?\s*bhd|bhd|s/b|enterprise|trading|ltd|limited|inc|llc|corp(oration)?|company|co\.|gmbh|plc|hardware|restoran|restaurant|mart|store|shop|bakery|bakeries|station|florist|stationery|pharmacy|supermarket|cafe|kedai|berhad)\b|주식회사|\(주\)|상사|상회`)
 	headerRE        = regexp.MustCompile(`(?i)^\W*(tax\s+invoice|invoice|receipt|official\s+receipt|cash\s+(sale|bill|receipt)|bill|simplified|copy|welcome|tax|duplicate|original|order|quotation|delivery\s+order)\W*$|영수증|계산서`)
-	regNoRE         = regexp.MustCompile(`(?i)\(\s*[0-9a-z]{3,}-[a-z0-9]\s*\)|\b(co\.?\s*(reg|no)|company\s*(reg|no)|roc|reg\.?\s*no|gst\s*(reg|id|no)|sst\s*(reg|id|no)|business\s*reg|사업자)\b`)
+	regNoRE         = regexp.MustCompile(`(?i)\(\s*[0-9a-z]{3,}-[a-z0-9]\s*\)|\(\s*\d{5,}\s*[a-z]?\s*\)|\b(co\.?\s*(reg|no)|company\s*(reg|no)|roc|reg\.?\s*no|gst\s*(reg|id|no)|sst\s*(reg|id|no)|business\s*reg|사업자)\b`)
 	stopRE          = regexp.MustCompile(`(?i)\b(tel|phone|ph|fax|hp|h/p|mobile|email|e-mail|www|http|gst|sst|vat|invoice|receipt|date|cashier|counter|table|time|branch)\b|전화|tel\.|@`)
-	addressRE       = regexp.MustCompile(`(?i)\b(jalan|jln|lot|no\.?|lorong|taman|tmn|persiaran|bandar|kawasan|street|st|road|rd|avenue|ave|floor|flr|level|lvl|blok|block|bldg|building|bangunan|plaza|mall|kampung|kg|seksyen|section|batu|simpang|off|sg|sungai|pusat|kompleks|complex|industrial|perindustrian|selangor|johor|bahru|kuala|lumpur|penang|pinang|perak|kedah|melaka|malacca|pahang|sabah|sarawak|negeri|sembilan|terengganu|kelantan|perlis|putrajaya|labuan|malaysia|singapore|kajang|klang|petaling|jaya|shah|alam|cheras|kepong|puchong|subang|ampang|ipoh|masai|d\.?e\.?)\b|\b\d{5}\b|[가-힣]+(시|구|동|로|길|읍|면)\b`)
+	strongAddrRE    = regexp.MustCompile(`(?i)^\W*\d|\b\d{5}\b|\b(jalan|jln|lot|lorong|taman|tmn|street|road|floor)\b`)
+	addressRE       = regexp.MustCompile(`(?i)\bno\.?\s*\d|\b(jalan|jln|lot|lorong|taman|tmn|persiaran|bandar|kawasan|street|st|road|rd|avenue|ave|floor|flr|level|lvl|blok|block|bldg|building|bangunan|plaza|mall|kampung|kg|seksyen|section|batu|simpang|off|sg|sungai|pusat|kompleks|complex|industrial|perindustrian|selangor|johor|bahru|kuala|lumpur|penang|pinang|perak|kedah|melaka|malacca|pahang|sabah|sarawak|negeri|sembilan|terengganu|kelantan|perlis|putrajaya|labuan|malaysia|singapore|kajang|klang|petaling|jaya|shah|alam|cheras|kepong|puchong|subang|ampang|ipoh|masai|d\.?e\.?)\b|\b\d{5}\b|[가-힣]+(시|구|동|로|길|읍|면)(\s|\d|$)`)
 )
 
 // topLines is how many leading lines may hold the vendor's name.
@@ -95,9 +96,12 @@ func findCompany(doc *Document) (Field, int) {
 	first := -1
 	for i := 0; i < len(doc.Lines) && i < topLines; i++ {
 		l := &doc.Lines[i]
-		text := cleanEnds(l.Text)
+		text := cleanEnds(strings.TrimSpace(regNoBracketRE.ReplaceAllString(l.Text, "")))
 		if letters(text) < 3 || float64(letters(text)) < 0.6*float64(len([]rune(strings.ReplaceAll(text, " ", "")))) {
 			continue
+		}
+		if stopRE.MatchString(text) && first >= 0 {
+			break // past the header block: a later "SDN BHD" line is someone else (a customer)
 		}
 		if headerRE.MatchString(text) || regNoRE.MatchString(text) || stopRE.MatchString(text) {
 			continue
@@ -109,7 +113,7 @@ func findCompany(doc *Document) (Field, int) {
 		if companySuffixRE.MatchString(text) {
 			return Field{Value: text, Raw: l.Text, Confidence: conf * 0.9, BoxIDs: ids}, i
 		}
-		if first < 0 && !addressRE.MatchString(text) {
+		if first < 0 && !strongAddrRE.MatchString(text) {
 			first = i
 		}
 	}
@@ -118,8 +122,11 @@ func findCompany(doc *Document) (Field, int) {
 	}
 	l := &doc.Lines[first]
 	ids, conf := l.all()
-	return Field{Value: cleanEnds(l.Text), Raw: l.Text, Confidence: conf * 0.6, BoxIDs: ids}, first
+	return Field{Value: cleanEnds(strings.TrimSpace(regNoBracketRE.ReplaceAllString(l.Text, ""))), Raw: l.Text, Confidence: conf * 0.6, BoxIDs: ids}, first
 }
+
+// regNoBracketRE is a company registration number in brackets: "(867388-U)", "(139386 X)".
+var regNoBracketRE = regexp.MustCompile(`(?i)\(\s*[0-9]{3,}[\s-]*[a-z]?\s*\)`)
 
 // cleanEnds drops leading and trailing one-character noise tokens and
 // punctuation that OCR adds around a line.
@@ -150,31 +157,27 @@ func findAddress(doc *Document, company int) Field {
 	n := 0
 	for i := start; i < len(doc.Lines) && i < start+topLines; i++ {
 		l := &doc.Lines[i]
-		text := cleanEnds(l.Text)
+		text := cleanEnds(strings.TrimSpace(regNoBracketRE.ReplaceAllString(l.Text, "")))
 		if text == "" {
 			continue
 		}
 		isAddr := addressRE.MatchString(text)
-		stop := stopRE.MatchString(text) || headerRE.MatchString(text)
+		stop := stopRE.MatchString(text) || headerRE.MatchString(text) || regNoRE.MatchString(text) && !strongAddrRE.MatchString(text)
 		if n == 0 {
-			if regNoRE.MatchString(text) && !isAddr || !isAddr {
+			if stop || !isAddr {
 				if stop && i > start+3 {
 					break
 				}
 				continue
 			}
-		} else if !isAddr || stop || n >= 5 {
-			break
+		} else {
+			nextAddr := i+1 < len(doc.Lines) && addressRE.MatchString(doc.Lines[i+1].Text)
+			cont := isAddr || strings.HasSuffix(parts[n-1], ",") || nextAddr
+			if stop || !cont || n >= 6 || letters(text) < 3 {
+				break
+			}
 		}
-		if stop && n == 0 && !strings.Contains(strings.ToLower(text), "jalan") {
-			break
-		}
-		// A registration number in brackets on an address line is not part of it.
-		text = strings.TrimSpace(regNoRE.ReplaceAllString(text, ""))
-		if text == "" {
-			continue
-		}
-		parts = append(parts, strings.TrimRight(text, ", "))
+		parts = append(parts, text)
 		lids, c := l.all()
 		ids = append(ids, lids...)
 		conf += c
@@ -183,8 +186,11 @@ func findAddress(doc *Document, company int) Field {
 	if n == 0 {
 		return Field{}
 	}
-	raw := strings.Join(parts, "\n")
-	return Field{Value: strings.Join(parts, ", "), Raw: raw, Confidence: conf / float64(n) * 0.7, BoxIDs: ids}
+	joined := make([]string, len(parts))
+	for i, p := range parts {
+		joined[i] = strings.TrimRight(p, ", ")
+	}
+	return Field{Value: strings.Join(joined, ", "), Raw: strings.Join(parts, "\n"), Confidence: conf / float64(n) * 0.7, BoxIDs: ids}
 }
 
 var (
@@ -218,8 +224,8 @@ func findDate(doc *Document) Field {
 }
 
 var (
-	totalRE       = regexp.MustCompile(`(?i)\b(grand\s*total|total|jumlah|amount\s+due|balance\s+due|amount\s+payable|nett?\s+(amt|amount)|payable)\b|합\s*계|총\s*액|총\s*금\s*액|결제\s*금액|받을\s*금액|청구\s*금액`)
-	grandRE       = regexp.MustCompile(`(?i)\bgrand\s*total\b|\b(total|jumlah)\s*(amount|amt|payable|due|rm|\(rm\)|sales\s*\(?incl|incl|inclusive|termasuk)|\bnett?\s*total\b|\bamount\s+(due|payable)\b|총\s*액|결제\s*금액|받을\s*금액|청구\s*금액`)
+	totalRE       = regexp.MustCompile(`(?i)\b(grand\s*total|final\s*total|total|jumlah|amount\s+due|balance\s+due|amount\s+payable|nett?\s+(amt|amount)|payable)\b|합\s*계|총\s*액|총\s*금\s*액|결제\s*금액|받을\s*금액|청구\s*금액`)
+	grandRE       = regexp.MustCompile(`(?i)\b(grand|final)\s*total\b|\b(total|jumlah)\s*(amount|amt|payable|due|rm|\(rm\)|sales\s*\(?incl|incl|inclusive|termasuk)|\bnett?\s*total\b|\bamount\s+(due|payable)\b|총\s*액|결제\s*금액|받을\s*금액|청구\s*금액`)
 	totalExclRE   = regexp.MustCompile(`(?i)sub[\s-]*total|\b(sub|tax|gst|sst|vat|excl|exclusive|excluding|before|round|rounding|rounded|adj|disc|discount|qty|quantity|items?|pcs|cash|change|tender(ed)?|saving|savings|point|points|service|svc|deposit|weight|vol|kg|unit)\b|공급가|부가세|세액|거스름|받은`)
 	totalLabelOnl = regexp.MustCompile(`(?i)^[\W\s]*((grand|nett?)\s*)?(total|jumlah)(\s*(amount|amt|payable|due|rm|\(rm\)|incl\.?\s*gst|\(incl\.?\s*gst\)))*[\W\s]*(rm|myr|\$|usd|eur|€|£)?[\W\s]*$`)
 	payLineRE     = regexp.MustCompile(`(?i)\b(cash|visa|master|credit|debit|card|paid|payment|tender(ed)?)\b`)
@@ -253,6 +259,9 @@ func findTotal(doc *Document) (Field, int) {
 		if !ok {
 			continue
 		}
+		if parseFloat(m.value) <= 0 {
+			continue
+		}
 		if !m.decimals {
 			score -= 1.5
 		}
@@ -269,7 +278,27 @@ func findTotal(doc *Document) (Field, int) {
 	if bestLine >= 0 {
 		return best, bestLine
 	}
-	// No total line: the largest decimal amount not on a payment line.
+	// No total line: a subtotal line, else the largest decimal amount not
+	// on a payment line.
+	for i := range doc.Lines {
+		l := &doc.Lines[i]
+		loc := subtotalRE.FindStringIndex(l.Text)
+		if loc == nil {
+			continue
+		}
+		if ms := findAmounts(l.Text[loc[1]:]); len(ms) > 0 {
+			m := pickAmount(ms)
+			if parseFloat(m.value) <= 0 {
+				continue
+			}
+			ids, conf := l.span(m.start+loc[1], m.end+loc[1])
+			best = Field{Value: m.value, Raw: strings.TrimSpace(l.Text[loc[1]+m.start : loc[1]+m.end]), Confidence: conf * 0.4, BoxIDs: ids}
+			bestLine = i
+		}
+	}
+	if bestLine >= 0 {
+		return best, bestLine
+	}
 	var bestVal float64
 	for i := range doc.Lines {
 		l := &doc.Lines[i]
@@ -289,6 +318,8 @@ func findTotal(doc *Document) (Field, int) {
 	}
 	return best, bestLine
 }
+
+var subtotalRE = regexp.MustCompile(`(?i)\bsub[\s-]*total\b|소계`)
 
 // amountAfter returns the last amount of line i after byte offset from or,
 // when the line is only a label, the first amount of the next two lines

@@ -36,10 +36,10 @@ type corpusFixture struct {
 // corpusFloors are the minimum precision and recall per field, set a little
 // under what was measured (see TestCorpus's log).
 var corpusFloors = map[string]struct{ precision, recall float64 }{
-	"company": {0.40, 0.40},
-	"date":    {0.70, 0.55},
-	"address": {0.30, 0.30},
-	"total":   {0.60, 0.60},
+	"company": {0.45, 0.45}, // measured 0.48 / 0.48
+	"date":    {0.72, 0.55}, // measured 0.76 / 0.59
+	"address": {0.45, 0.45}, // measured 0.48 / 0.48
+	"total":   {0.66, 0.66}, // measured 0.70 / 0.70
 }
 
 var corpusFields = []string{"company", "date", "address", "total"}

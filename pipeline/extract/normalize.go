@@ -302,13 +302,16 @@ func currencyCode(s string) string {
 }
 
 // currencyRE finds currency marks anywhere in a text.
-var currencyRE = regexp.MustCompile(`(?i)\b(RM|MYR|USD|SGD|EUR|GBP|KRW|JPY)\b|US\$|S\$|[$€£₩¥]|\d\s?원`)
+var currencyRE = regexp.MustCompile(`(?i)\b(RM|MYR|USD|SGD|EUR|GBP|KRW|JPY)(\b|\d)|US\$|S\$|[$€£₩¥]|\d\s?원`)
 
 // findCurrencies returns the currency codes written in s with their byte ranges.
 func findCurrencies(s string) []amountMatch {
 	var out []amountMatch
 	for _, idx := range currencyRE.FindAllStringIndex(s, -1) {
 		tok := s[idx[0]:idx[1]]
+		if c := tok[len(tok)-1]; isDigit(c) && !strings.HasSuffix(tok, "원") { // "RM105.98"
+			tok, idx[1] = tok[:len(tok)-1], idx[1]-1
+		}
 		if strings.HasSuffix(tok, "원") {
 			tok, idx[0] = "원", idx[1]-len("원")
 		}
