@@ -37,6 +37,10 @@ type StageConfig struct {
 	Stage   tracking.Stage
 	Run     Stage
 	Workers int           // concurrent tasks; default 1
+	// Prefetch is how many tasks may wait claimed beyond the running ones
+	// (default Workers): enough to keep workers busy between claims, small
+	// enough that other processes get work too.
+	Prefetch int
 	Timeout time.Duration // per attempt; 0 for none
 }
 
@@ -132,6 +136,9 @@ func New(cfg Config) (*Engine, error) {
 		}
 		if sc.Workers <= 0 {
 			sc.Workers = 1
+		}
+		if sc.Prefetch <= 0 {
+			sc.Prefetch = sc.Workers
 		}
 		e.runners[sc.Stage] = newRunner(e, sc)
 	}

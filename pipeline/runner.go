@@ -59,7 +59,7 @@ type result struct {
 }
 
 func newRunner(e *Engine, sc StageConfig) *runner {
-	capacity := 2 * sc.Workers
+	capacity := sc.Workers + sc.Prefetch
 	return &runner{
 		e: e, cfg: sc, capacity: capacity,
 		wakeCh:  make(chan struct{}, 1),

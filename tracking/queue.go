@@ -534,8 +534,9 @@ func refArrays(refs []TaskRef) ([]int64, []int32) {
 	return ids, atts
 }
 
-// ExtendLeases renews the leases of the given attempts until now+lease and
-// marks them RUNNING. It returns the ids of the tasks the attempts still
+// ExtendLeases renews the leases of the given attempts until now+lease. It
+// writes only lease_expires_at, which no index covers, so renewals are HOT
+// updates. It returns the ids of the tasks the attempts still
 // hold; a task missing from the answer was revoked or taken over, and its
 // work should stop.
 func (s *Store) ExtendLeases(ctx context.Context, refs []TaskRef, lease time.Duration) (map[int64]bool, error) {
@@ -545,7 +546,7 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []TaskRef, lease time.Dur
 	now := s.now()
 	ids, atts := refArrays(refs)
 	rows, err := s.pool.Query(ctx, `
-		UPDATE task_logs t SET lease_expires_at = $3, status = 'RUNNING', updated_at = $4
+		UPDATE task_logs t SET lease_expires_at = $3, updated_at = $4
 		FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt)
 		WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
 		RETURNING t.id`, ids, atts, now.Add(lease), now)
@@ -690,7 +691,8 @@ func (s *Store) RevokeBatch(ctx context.Context, batchID, reason string) (*Revok
 		}
 		// Tasks first (lock order: tasks, chains, chunks, batch) ...
 		var err error
-		res, err = s.revoke(ctx, tx, `t.batch_execution_id = $1 AND t.chain_execution_id IS NOT NULL`, `c.batch_execution_id = $1`, pk, reason, pk)
+		res, err = s.revoke(ctx, tx, `t.chain_execution_id IN (SELECT id FROM chain_executions WHERE batch_execution_id = $1)`,
+			`c.batch_execution_id = $1`, pk, reason, pk)
 		if err != nil {
 			return err
 		}

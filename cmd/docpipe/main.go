@@ -1,0 +1,120 @@
+// Command docpipe turns batches of scanned documents into Excel workbooks
+// (OCR → field extraction → layout → Excel) and records every step in
+// PostgreSQL.
+//
+// Usage:
+//
+//	docpipe serve            run the daemon: REST API, metrics and the stage engine
+//	docpipe process DIR...   run a one-off batch in-process and write workbooks
+//	docpipe migrate up|down|status|version
+//	docpipe bench            measure the engine (and OCR) on this machine
+//
+// Run "docpipe COMMAND -h" for a command's flags. Only this package reads
+// flags and the environment; everything else gets a Config.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ensureThreadLimit()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// ensureThreadLimit re-executes docpipe with OMP_THREAD_LIMIT=1 when it is
+// unset: Tesseract reads it once, when the process starts, and its own
+// threads only slow docpipe down since images are OCR'd in parallel.
+// Setting it explicitly (even to another value) keeps the user's choice.
+func ensureThreadLimit() {
+	if _, set := os.LookupEnv("OMP_THREAD_LIMIT"); set {
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	env := append(os.Environ(), "OMP_THREAD_LIMIT=1")
+	_ = syscall.Exec(exe, os.Args, env) // returns only on failure: carry on without it
+}
+
+const usage = `docpipe turns scanned documents into Excel workbooks and tracks every step in PostgreSQL.
+
+Usage:
+  docpipe serve              run the daemon: REST API, metrics and the stage engine
+  docpipe process DIR|FILE…  run a one-off batch in-process; write workbooks to -o DIR
+  docpipe migrate CMD        up | down | status | version of the database schema
+  docpipe bench              measure the engine (and optionally OCR) on this machine
+  docpipe version            print the version
+
+Run "docpipe COMMAND -h" for a command's flags and environment variables.
+With no DATABASE_URL, docpipe starts a private PostgreSQL under its data directory.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// errUsage marks a command-line mistake: exit code 2.
+var errUsage = errors.New("usage")
+
+// run executes one docpipe command and returns the process exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serveCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "process":
+		err = processCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "migrate":
+		err = migrateCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "bench":
+		err = benchCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "docpipe", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "docpipe: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "docpipe %s: %v\n", args[0], err)
+		return 2
+	case errors.Is(err, errFailedDocuments):
+		return 1 // the summary already said which
+	default:
+		fmt.Fprintf(stderr, "docpipe %s: %v\n", args[0], oneLine(err))
+		return 1
+	}
+}
+
+// oneLine keeps an error to one line for the terminal.
+func oneLine(err error) string {
+	s := err.Error()
+	for i, r := range s {
+		if r == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
