@@ -296,3 +296,29 @@ func TestServerStopsWhenOwnerDies(t *testing.T) {
 	c := start(t, Options{Dir: dir})
 	query(t, c.DSN("postgres"), "SELECT 'ok'")
 }
+
+// A server that dies on its own is seen by Done and comes back with Start.
+// Fast with synchronous_commit on survives a server crash (fsync=off only
+// risks an OS crash); synchronous_commit=off would lose the last commits.
+func TestStartAfterServerCrash(t *testing.T) {
+	c := start(t, Options{Dir: testDir(t), Settings: map[string]string{"synchronous_commit": "on"}})
+	execSQL(t, c.DSN("postgres"), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('x')")
+	pid, err := readPid(filepath.Join(c.Dir(), "data", "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after the server died")
+	}
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatalf("Start after a crash: %v", err)
+	}
+	if got := query(t, c.DSN("postgres"), "SELECT v FROM kept"); got != "x" {
+		t.Errorf("after crash recovery: %q", got)
+	}
+}
