@@ -169,13 +169,19 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-// Start starts a stopped cluster again (Stop, then Start: a restart). It
-// does nothing when the cluster is running.
+// Start starts a stopped cluster again (Stop, then Start: a restart), or
+// one whose server exited on its own (see Done), which then runs its crash
+// recovery. It does nothing when the server is running.
 func (c *Cluster) Start(ctx context.Context) (err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cmd != nil {
-		return nil
+		select {
+		case <-c.done: // exited on its own: start it again
+			c.release()
+		default:
+			return nil
+		}
 	}
 	defer func() {
 		if err != nil {

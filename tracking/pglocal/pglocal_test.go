@@ -1,11 +1,14 @@
 package pglocal
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,5 +236,89 @@ func TestFindsDebianBinaries(t *testing.T) {
 	}
 	if _, err := findBinaries("", "", debianBinGlob, 9); err == nil || !strings.Contains(err.Error(), "postgresql-9") {
 		t.Errorf("asking for version 9: got %v, want an error naming postgresql-9", err)
+	}
+}
+
+// ownerDirEnv makes the test binary, run again by TestServerStopsWhenOwnerDies,
+// start a cluster in the named directory and wait to be killed.
+const ownerDirEnv = "PGLOCAL_TEST_OWNER_DIR"
+
+func TestOwnerProcess(t *testing.T) {
+	dir := os.Getenv(ownerDirEnv)
+	if dir == "" {
+		t.Skip("run by TestServerStopsWhenOwnerDies")
+	}
+	if _, err := Start(context.Background(), Options{Dir: dir, Fast: true}); err != nil {
+		t.Fatal(err)
+	}
+	os.Stdout.WriteString("ready\n")
+	select {}
+}
+
+// A daemon (or test binary) killed with SIGKILL runs no cleanup: the
+// server must still go away, not linger on as an orphan.
+func TestServerStopsWhenOwnerDies(t *testing.T) {
+	dir := testDir(t)
+	cmd := osexec.Command(os.Args[0], "-test.run=^TestOwnerProcess$", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), ownerDirEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("owner process: %q, %v", line, err)
+	}
+	pid, err := readPid(filepath.Join(dir, "data", "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isPostgres(pid) {
+		t.Fatalf("pid %d is not a running postgres", pid)
+	}
+	cmd.Process.Kill() // SIGKILL
+	cmd.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for isPostgres(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGQUIT)
+			t.Fatalf("postgres (pid %d) still runs after its owner died", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The next owner starts it again cleanly.
+	c := start(t, Options{Dir: dir})
+	query(t, c.DSN("postgres"), "SELECT 'ok'")
+}
+
+// A server that dies on its own is seen by Done and comes back with Start.
+// Fast with synchronous_commit on survives a server crash (fsync=off only
+// risks an OS crash); synchronous_commit=off would lose the last commits.
+func TestStartAfterServerCrash(t *testing.T) {
+	c := start(t, Options{Dir: testDir(t), Settings: map[string]string{"synchronous_commit": "on"}})
+	execSQL(t, c.DSN("postgres"), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('x')")
+	pid, err := readPid(filepath.Join(c.Dir(), "data", "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after the server died")
+	}
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatalf("Start after a crash: %v", err)
+	}
+	if got := query(t, c.DSN("postgres"), "SELECT v FROM kept"); got != "x" {
+		t.Errorf("after crash recovery: %q", got)
 	}
 }

@@ -127,8 +127,10 @@ func Connect(t testing.TB, dsn string) *pgxpool.Pool {
 }
 
 // NewCluster starts a dedicated throwaway cluster for one test, for tests
-// that stop and start PostgreSQL while they run; restarting it keeps its
-// socket, so dsn and pools made from it stay valid across Stop and Start.
+// that stop, kill or restart PostgreSQL while they run; restarting it
+// (Stop or a crash, then Start) keeps its socket, so dsn and pools made
+// from it stay valid. Unlike the shared harness it commits synchronously,
+// so a killed server loses no acknowledged commit.
 // dsn points at ClusterDatabase, migrated to the newest schema. The
 // cluster is stopped and its files removed when the test ends. It needs
 // the PostgreSQL binaries even when TEST_DATABASE_URL is set.
@@ -141,7 +143,10 @@ func NewCluster(t testing.TB) (c *pglocal.Cluster, dsn string) {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	c, err = pglocal.Start(ctx, pglocal.Options{Dir: dir, Fast: true})
+	// Fast, but with synchronous_commit on: a test that kills the server
+	// must find every acknowledged commit after the restart, as in
+	// production (fsync=off loses data only when the OS crashes).
+	c, err = pglocal.Start(ctx, pglocal.Options{Dir: dir, Fast: true, Settings: map[string]string{"synchronous_commit": "on"}})
 	if err != nil {
 		t.Fatalf("pgtest: %v", explain(err))
 	}
