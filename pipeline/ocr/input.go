@@ -119,7 +119,15 @@ func codec(f format) (c imageCodec, ok bool) {
 // decodes it fully (which catches truncation and corruption) into a
 // raster. open returns a fresh reader over the image each time it is
 // called (for a TIFF, over one page: see tiffPageReader).
-func decodeImage(f format, open func() io.Reader, maxPixels int) (raster, error) {
+//
+// A panic inside a decoder (pure Go, so recovering is safe) is turned into
+// an error: one malformed file must not take the daemon down.
+func decodeImage(f format, open func() io.Reader, maxPixels int) (r raster, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = raster{}, fmt.Errorf("decode %s: decoder panicked: %v", f, p)
+		}
+	}()
 	c, ok := codec(f)
 	if !ok {
 		return raster{}, fmt.Errorf("%w: %s", errUnsupported, f)

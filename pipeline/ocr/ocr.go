@@ -415,3 +415,15 @@ func confidence(c float64) float64 {
 func ThreadLimitSet() bool {
 	return os.Getenv("OMP_THREAD_LIMIT") == "1"
 }
+
+// reconfigure switches the client to opts, whose Languages must equal the
+// current ones: PSM and DPI are Tesseract variables, set without
+// reloading language data.
+func (c *Client) reconfigure(opts Options) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.opts = opts
+	if c.tess != nil {
+		c.tess.SetVariable("tessedit_pageseg_mode", strconv.Itoa(opts.PSM))
+	}
+}
