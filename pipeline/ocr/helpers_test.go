@@ -69,8 +69,8 @@ func render(t testing.TB, face font.Face, w, h int, lines []textLine) (*image.Gr
 			b, adv := font.BoundString(face, word)
 			d.DrawString(word)
 			words = append(words, drawn{word, image.Rect(
-				(x+b.Min.X).Floor(), (fixed.I(l.y) + b.Min.Y).Floor(),
-				(x+b.Max.X).Ceil(), (fixed.I(l.y) + b.Max.Y).Ceil())})
+				(x + b.Min.X).Floor(), (fixed.I(l.y) + b.Min.Y).Floor(),
+				(x + b.Max.X).Ceil(), (fixed.I(l.y) + b.Max.Y).Ceil())})
 			x += adv
 		}
 	}

@@ -91,8 +91,8 @@ func TestRecognizeLayouts(t *testing.T) {
 		wantLines []string // when the line grouping is certain
 	}{
 		{
-			name:      "single line",
-			w:         900, h: 150,
+			name: "single line",
+			w:    900, h: 150,
 			lines:     []textLine{{50, 90, "Invoice number 12345"}},
 			wantLines: []string{"Invoice number 12345"},
 		},
