@@ -9,114 +9,96 @@ import (
 	"strconv"
 )
 
-// raster is a decoded page as 8-bit samples, 1 (grey) or 3 (RGB) per
-// pixel, rows packed without padding. Transparency is already laid over
-// white. It is what Tesseract is handed, re-encoded as PNM.
+// raster is a decoded page as 8-bit grey samples (ch is 1; the field
+// stays so orient and pnm would take colour too), rows packed without
+// padding, transparency laid over white. It is what Tesseract is handed,
+// re-encoded as PGM.
+//
+// Pages go to Tesseract in grey because it binarises them anyway: a
+// colour page costs it three times the thresholding work and four times
+// the memory (a 35-megapixel A4 scan is 140 MB as a 32-bit Pix), and the
+// JPEG luma plane needs no conversion at all.
 type raster struct {
 	w, h, ch int
 	pix      []byte
 }
 
-// toRaster converts a decoded image to a raster. Common decoder outputs
-// take fast paths; anything else goes through color.Color.
+// toRaster converts a decoded image to a grey raster. Common decoder
+// outputs take fast paths; anything else goes through color.Color.
 func toRaster(img image.Image) raster {
 	b := img.Bounds()
 	w, h := b.Dx(), b.Dy()
+	r := raster{w: w, h: h, ch: 1, pix: make([]byte, w*h)}
 	switch m := img.(type) {
 	case *image.Gray:
-		r := raster{w: w, h: h, ch: 1, pix: make([]byte, w*h)}
 		for y := range h {
 			i := m.PixOffset(b.Min.X, b.Min.Y+y)
 			copy(r.pix[y*w:(y+1)*w], m.Pix[i:i+w])
 		}
 		return r
-	case *image.YCbCr:
-		r := raster{w: w, h: h, ch: 3, pix: make([]byte, w*h*3)}
-		o := 0
-		for y := b.Min.Y; y < b.Max.Y; y++ {
-			for x := b.Min.X; x < b.Max.X; x++ {
-				yi, ci := m.YOffset(x, y), m.COffset(x, y)
-				r.pix[o], r.pix[o+1], r.pix[o+2] = color.YCbCrToRGB(m.Y[yi], m.Cb[ci], m.Cr[ci])
-				o += 3
-			}
+	case *image.YCbCr: // JPEG: the luma plane is the grey image
+		for y := range h {
+			i := m.YOffset(b.Min.X, b.Min.Y+y)
+			copy(r.pix[y*w:(y+1)*w], m.Y[i:i+w])
 		}
 		return r
 	case *image.NRGBA:
-		r := raster{w: w, h: h, ch: 3, pix: make([]byte, w*h*3)}
-		o := 0
 		for y := range h {
 			row := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
 			for x := range w {
 				p := row[x*4 : x*4+4]
 				a := uint32(p[3])
-				for c := range 3 {
-					r.pix[o+c] = uint8((uint32(p[c])*a + 255*(255-a) + 127) / 255)
-				}
-				o += 3
+				l := luma(uint32(p[0]), uint32(p[1]), uint32(p[2]))
+				r.pix[y*w+x] = uint8((l*a + 255*(255-a) + 127) / 255)
 			}
 		}
 		return r
 	case *image.RGBA:
-		r := raster{w: w, h: h, ch: 3, pix: make([]byte, w*h*3)}
-		o := 0
 		for y := range h {
 			row := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
 			for x := range w {
 				p := row[x*4 : x*4+4]
-				for c := range 3 {
-					r.pix[o+c] = p[c] + (255 - p[3]) // premultiplied: over white
-				}
-				o += 3
+				// premultiplied: over white adds the missing coverage
+				r.pix[y*w+x] = uint8(luma(uint32(p[0]), uint32(p[1]), uint32(p[2])) + uint32(255-p[3]))
 			}
 		}
 		return r
 	case *image.Paletted:
-		lut := make([][3]byte, 256)
-		grey := true
+		var lut [256]byte
 		for i := range lut {
 			c := color.Color(color.Black)
 			if i < len(m.Palette) {
 				c = m.Palette[i]
 			}
 			lut[i] = overWhite(c)
-			grey = grey && lut[i][0] == lut[i][1] && lut[i][1] == lut[i][2]
 		}
-		ch := 3
-		if grey {
-			ch = 1
-		}
-		r := raster{w: w, h: h, ch: ch, pix: make([]byte, w*h*ch)}
-		o := 0
 		for y := range h {
 			row := m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):]
 			for x := range w {
-				copy(r.pix[o:o+ch], lut[row[x]][:ch])
-				o += ch
+				r.pix[y*w+x] = lut[row[x]]
 			}
 		}
 		return r
 	}
-	ch := 3
-	switch img.ColorModel() {
-	case color.GrayModel, color.Gray16Model:
-		ch = 1
-	}
-	r := raster{w: w, h: h, ch: ch, pix: make([]byte, w*h*ch)}
 	o := 0
 	for y := b.Min.Y; y < b.Max.Y; y++ {
 		for x := b.Min.X; x < b.Max.X; x++ {
-			p := overWhite(img.At(x, y))
-			copy(r.pix[o:o+ch], p[:ch])
-			o += ch
+			r.pix[o] = overWhite(img.At(x, y))
+			o++
 		}
 	}
 	return r
 }
 
-// overWhite composites c over an opaque white background.
-func overWhite(c color.Color) [3]byte {
+// luma is the Rec. 601 luma of 8-bit RGB, as JPEG's Y (0–255).
+func luma(r, g, b uint32) uint32 {
+	return (19595*r + 38470*g + 7471*b + 1<<15) >> 16
+}
+
+// overWhite is the grey of c composited over an opaque white background.
+func overWhite(c color.Color) uint8 {
 	r, g, b, a := c.RGBA() // premultiplied, 16 bit
-	return [3]byte{uint8((r + 0xffff - a) >> 8), uint8((g + 0xffff - a) >> 8), uint8((b + 0xffff - a) >> 8)}
+	return uint8(luma((r+0xffff-a)>>8, (g+0xffff-a)>>8, (b+0xffff-a)>>8))
 }
 
 // orient returns r turned upright according to an EXIF orientation
