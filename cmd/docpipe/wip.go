@@ -4,20 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/docpipe/docpipe/pipeline"
+	"github.com/docpipe/docpipe/tracking"
 )
 
 func serveCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return errors.New("not yet")
 }
-func processCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return errors.New("not yet")
-}
-
-var errFailedDocuments = errors.New("failed documents")
-
-func benchOCR(ctx context.Context, dir string, pool *pgxpool.Pool, out io.Writer, log *slog.Logger) error {
-	return errors.New("not yet")
+func excelStages(s *stageFlags, want map[tracking.Stage]bool) ([]pipeline.StageConfig, error) {
+	return nil, errors.New("not yet")
 }
