@@ -36,12 +36,12 @@ type Notifications interface {
 type StageConfig struct {
 	Stage   tracking.Stage
 	Run     Stage
-	Workers int           // concurrent tasks; default 1
+	Workers int // concurrent tasks; default 1
 	// Prefetch is how many tasks may wait claimed beyond the running ones
 	// (default Workers): enough to keep workers busy between claims, small
 	// enough that other processes get work too.
 	Prefetch int
-	Timeout time.Duration // per attempt; 0 for none
+	Timeout  time.Duration // per attempt; 0 for none
 }
 
 // Observer receives the engine's events, for metrics. All methods must be

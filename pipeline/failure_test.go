@@ -13,7 +13,9 @@ import (
 	"github.com/docpipe/docpipe/tracking"
 )
 
-func fastBackoff(c *pipeline.Config) { c.Backoff = func(int) time.Duration { return 20 * time.Millisecond } }
+func fastBackoff(c *pipeline.Config) {
+	c.Backoff = func(int) time.Duration { return 20 * time.Millisecond }
+}
 
 func TestRetriesThenSucceeds(t *testing.T) {
 	pool := newPool(t)
