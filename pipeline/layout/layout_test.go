@@ -384,3 +384,14 @@ func FuzzAnalyze(f *testing.F) {
 		checkPartition(t, boxes, Analyze(boxes))
 	})
 }
+
+// BenchmarkAnalyze analyses the skewed receipt (about 60 words).
+func BenchmarkAnalyze(b *testing.B) {
+	img, boxes := receipt().render(b)
+	bb := img.Bounds()
+	boxes = skew(boxes, 1.5, float64(bb.Dx())/2, float64(bb.Dy())/2)
+	b.ReportAllocs()
+	for b.Loop() {
+		Analyze(boxes)
+	}
+}
