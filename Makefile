@@ -17,9 +17,9 @@ deps: ## install the system packages (apt-get; sudo when not root)
 build: ## build bin/docpipe
 	$(GO) build -o $(BIN) ./cmd/docpipe
 
-# The lead finalizes this target's command line and samples.
-run: export OMP_THREAD_LIMIT := 1
-run: deps build ## process scripts/samples into out/
+# docpipe starts (and reuses) its private PostgreSQL under its data
+# directory: nothing needs to be running first.
+run: deps build ## build, then process the sample documents into out/ (workbooks + summary)
 	./$(BIN) process scripts/samples -o out
 
 # Tesseract's OpenMP threads fight the stage's own workers: one each.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/docpipe/docpipe/pipeline"
+	"github.com/docpipe/docpipe/pipeline/excel"
 	"github.com/docpipe/docpipe/pipeline/extract"
 	"github.com/docpipe/docpipe/pipeline/layout"
 	"github.com/docpipe/docpipe/pipeline/ocr"
@@ -136,4 +137,24 @@ func (s *stageFlags) build(log *slog.Logger) (cfgs []pipeline.StageConfig, close
 		cfgs = append(cfgs, more...)
 	}
 	return cfgs, closeAll, nil
+}
+
+// excelStages makes the per-document Excel stage and the batch summary.
+func excelStages(s *stageFlags, want map[tracking.Stage]bool) ([]pipeline.StageConfig, error) {
+	var cfgs []pipeline.StageConfig
+	if want[tracking.StageExcel] {
+		st, err := excel.NewStage(excel.Options{OutDir: s.OutDir})
+		if err != nil {
+			return nil, err
+		}
+		cfgs = append(cfgs, pipeline.StageConfig{Stage: tracking.StageExcel, Run: st, Workers: s.ExcelWorkers, Timeout: 5 * time.Minute})
+	}
+	if want[tracking.StageSummary] {
+		st, err := excel.NewSummaryStage(excel.Options{OutDir: s.OutDir})
+		if err != nil {
+			return nil, err
+		}
+		cfgs = append(cfgs, pipeline.StageConfig{Stage: tracking.StageSummary, Run: st, Workers: 1, Timeout: 30 * time.Minute})
+	}
+	return cfgs, nil
 }
