@@ -161,8 +161,10 @@ func multipartBody(t *testing.T, parts ...formFile) (io.Reader, string) {
 	return &buf, mw.FormDataContentType()
 }
 
-func file(name, content string) formFile { return formFile{field: "files", filename: name, content: content, file: true} }
-func field(name, value string) formFile  { return formFile{field: name, content: value} }
+func file(name, content string) formFile {
+	return formFile{field: "files", filename: name, content: content, file: true}
+}
+func field(name, value string) formFile { return formFile{field: name, content: value} }
 
 // uploads lists the chain directories under DataDir/uploads.
 func uploads(t *testing.T, dataDir string) []string {
