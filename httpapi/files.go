@@ -84,13 +84,17 @@ func (a *api) serveDataFile(w http.ResponseWriter, r *http.Request, p, contentTy
 		a.writeError(w, r, notFoundError("%s not found", what))
 		return
 	}
+	inline := false
 	if contentType == "" {
+		// Images and PDFs show inline; anything else (an upload named
+		// page.html, an SVG with scripts) is an opaque download, so that
+		// a browser never renders it as a page of ours.
 		contentType = mime.TypeByExtension(strings.ToLower(filepath.Ext(rel)))
-	}
-	inline := strings.HasPrefix(contentType, "image/") || contentType == "application/pdf"
-	if contentType == "" || strings.HasPrefix(contentType, "image/svg") {
-		// Never let a browser render an upload as a page of ours.
-		contentType, inline = "application/octet-stream", false
+		inline = strings.HasPrefix(contentType, "image/") && !strings.HasPrefix(contentType, "image/svg") ||
+			contentType == "application/pdf"
+		if !inline {
+			contentType = "application/octet-stream"
+		}
 	}
 	if downloadName == "" {
 		downloadName = filepath.Base(rel)
