@@ -85,8 +85,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 }
-
-// notFound answers requests no route matches.
-func (a *api) notFound(w http.ResponseWriter, r *http.Request) {
-	a.writeError(w, r, notFoundError("no route for %s %s", r.Method, r.URL.Path))
-}

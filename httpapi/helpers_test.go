@@ -214,3 +214,6 @@ func succeed(*tracking.Claimed) tracking.Outcome {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// The API runs on the concrete store.
+var _ httpapi.Store = (*tracking.Store)(nil)

@@ -11,6 +11,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -146,6 +147,49 @@ func New(opts Options) http.Handler {
 	if opts.Gatherer != nil {
 		mux.Handle("GET /metrics", metrics.Handler(opts.Gatherer))
 	}
-	mux.HandleFunc("/", a.notFound)
-	return a.middleware(mux)
+	return a.middleware(a.jsonMisses(mux))
+}
+
+// jsonMisses answers the requests mux has no route for (404, or 405 with
+// its Allow header) with a JSON error instead of the mux's plain text.
+func (a *api) jsonMisses(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		mw := &missWriter{ResponseWriter: w}
+		mux.ServeHTTP(mw, r)
+		switch mw.status {
+		case http.StatusNotFound:
+			a.writeError(w, r, notFoundError("no route for %s %s", r.Method, r.URL.Path))
+		case http.StatusMethodNotAllowed:
+			a.writeError(w, r, &clientError{http.StatusMethodNotAllowed,
+				fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path)})
+		}
+	})
+}
+
+// missWriter swallows the mux's own 404 and 405 answers and passes
+// anything else (a redirect to a clean path) through.
+type missWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (m *missWriter) WriteHeader(code int) {
+	m.status = code
+	if code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+		m.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (m *missWriter) Write(p []byte) (int, error) {
+	if m.status == 0 {
+		m.WriteHeader(http.StatusOK)
+	}
+	if m.status == http.StatusNotFound || m.status == http.StatusMethodNotAllowed {
+		return len(p), nil
+	}
+	return m.ResponseWriter.Write(p)
 }

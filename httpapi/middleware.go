@@ -96,7 +96,7 @@ func (a *api) middleware(next http.Handler) http.Handler {
 			}
 			// r.Pattern is set by the ServeMux on this very request.
 			route := r.Pattern
-			if route == "" || route == "/" {
+			if route == "" {
 				route = "unmatched"
 			}
 			status := rw.status

@@ -200,6 +200,12 @@ func TestUnknownRoute(t *testing.T) {
 	e, _ := fakeEnv(t, nil, nil)
 	wantError(t, e.do(t, "GET", "/no/such/route", nil), 404)
 	wantError(t, e.do(t, "GET", "/metrics", nil), 404) // no Gatherer given
+	rec := e.do(t, "DELETE", "/pipeline/history", nil)
+	wantError(t, rec, 405)
+	if allow := rec.Header().Get("Allow"); !strings.Contains(allow, "GET") {
+		t.Errorf("Allow %q", allow)
+	}
+	wantError(t, e.do(t, "GET", "/batches/x/cancel", nil), 405)
 }
 
 func TestMetricsRoute(t *testing.T) {
@@ -210,6 +216,7 @@ func TestMetricsRoute(t *testing.T) {
 	wantError(t, e.do(t, "GET", "/pipeline/status/a", nil), 404)
 	wantError(t, e.do(t, "GET", "/pipeline/status/b", nil), 404)
 	e.do(t, "GET", "/nowhere/"+strings.Repeat("x", 10), nil)
+	e.do(t, "PUT", "/pipeline/history", nil)
 
 	rec := e.do(t, "GET", "/metrics", nil)
 	wantStatus(t, rec, 200)
@@ -217,6 +224,7 @@ func TestMetricsRoute(t *testing.T) {
 	for _, want := range []string{
 		`docpipe_http_requests_total{code="404",route="GET /pipeline/status/{chain_id}"} 2`,
 		`docpipe_http_requests_total{code="404",route="unmatched"} 1`,
+		`docpipe_http_requests_total{code="405",route="unmatched"} 1`,
 		`docpipe_http_request_duration_seconds_count{route="GET /pipeline/status/{chain_id}"} 2`,
 	} {
 		if !strings.Contains(body, want) {
