@@ -44,8 +44,10 @@ const (
 // Options configures the handler New returns. Store is required; every
 // other field has a safe zero value.
 type Options struct {
-	Store  Store
-	Logger *slog.Logger // default: discard
+	// Store is the database; required.
+	Store Store
+	// Logger receives access lines and errors; default: discard.
+	Logger *slog.Logger
 	// Metrics, when set, counts requests per route pattern and status.
 	Metrics *metrics.Metrics
 	// Gatherer, when set, is served at GET /metrics.
