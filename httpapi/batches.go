@@ -137,6 +137,9 @@ func checkServerPath(p string) error {
 	if !filepath.IsAbs(p) {
 		return badRequest("image %q is not an absolute path", p)
 	}
+	if len(p) > maxPathBytes {
+		return badRequest("image path %q is longer than %d bytes", p, maxPathBytes)
+	}
 	st, err := os.Stat(p)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -108,6 +108,7 @@ func TestSubmitServerPathsInvalid(t *testing.T) {
 		{"chunk_size negative", `{"images": ["` + img + `"], "chunk_size": -1}`, 400, "chunk_size"},
 		{"options not an object", `{"images": ["` + img + `"], "options": "fast"}`, 400, "options"},
 		{"name too long", `{"images": ["` + img + `"], "batch_name": "` + strings.Repeat("n", 300) + `"}`, 400, "255"},
+		{"path too long", `{"images": ["/` + strings.Repeat("p", 300) + `.png"]}`, 400, "longer than 255 bytes"},
 		{"two values", `{"images": ["` + img + `"]} {}`, 400, "more than one"},
 	}
 	for _, tt := range tests {
@@ -189,21 +190,26 @@ func TestSubmitUpload(t *testing.T) {
 		field("chunk_size", "5"),
 		field("options", `{"lang":"deu"}`),
 		file(`..\..\windows\win.ini`, "third image"),
+		file(strings.Repeat("long", 70)+".png", "fourth image"),
 	)
 	rec := e.do(t, "POST", "/batches", body, "Content-Type", ct)
 	wantStatus(t, rec, 201)
 	m := decode[map[string]any](t, rec)
-	if m["batch_name"] != "scans" || m["total_images"] != 3.0 || m["chunk_size"] != 5.0 {
+	if m["batch_name"] != "scans" || m["total_images"] != 4.0 || m["chunk_size"] != 5.0 {
 		t.Errorf("batch %v", m)
 	}
 	ids, _ := m["chain_ids"].([]any)
-	if len(ids) != 3 {
+	if len(ids) != 4 {
 		t.Fatalf("chain_ids %v", m["chain_ids"])
 	}
+	long := filepath.Join(e.dataDir, "uploads", ids[3].(string))
+	long = strings.Repeat("long", 70)[:255-len(long)-1-len(".png")] + ".png"
 	want := []struct{ stored, original, content string }{
 		{"invoice_1.png", "invoice 1.png", "first image"},
 		{"passwd", "passwd", "second image"},
 		{"win.ini", "win.ini", "third image"},
+		// the stored path fits image_path's 255 bytes; the recorded name 255 bytes
+		{long, strings.Repeat("long", 70)[:251] + ".png", "fourth image"},
 	}
 	for i, w := range want {
 		id := ids[i].(string)

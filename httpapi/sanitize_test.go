@@ -64,6 +64,11 @@ func FuzzSanitizeFileName(f *testing.F) {
 		if p := filepath.Join(dir, got); filepath.Dir(p) != dir {
 			t.Fatalf("sanitizeFileName(%q) = %q escapes: %s", in, got, p)
 		}
+		for _, n := range []int{1, 5, 20, 60} { // names cut to fit a path budget
+			if fit := fitName(got, n); fit == "" || len(fit) > n || strings.HasPrefix(fit, ".") || !utf8.ValidString(fit) {
+				t.Fatalf("fitName(%q, %d) = %q", got, n, fit)
+			}
+		}
 		if again := sanitizeFileName(got); again != got {
 			t.Fatalf("not idempotent: %q -> %q -> %q", in, got, again)
 		}

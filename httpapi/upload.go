@@ -25,6 +25,10 @@ const maxFieldBytes = 64 << 10
 // maxFileNameBytes bounds a stored file name (file systems allow 255).
 const maxFileNameBytes = 200
 
+// maxPathBytes is the width of ocr_executions.image_path: a longer image
+// path could never have its OCR recorded.
+const maxPathBytes = 255
+
 // submitUpload submits uploaded images. Each file is stored, before the
 // batch is created, at DataDir/uploads/<chain_id>/<sanitized name>; if
 // anything fails, every file this request stored is removed again.
@@ -174,7 +178,13 @@ func (a *api) storeUpload(part *multipart.Part) (tracking.NewChain, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return c, fmt.Errorf("create upload dir: %w", err)
 	}
-	dst := filepath.Join(dir, sanitizeFileName(orig))
+	// ocr_executions.image_path holds 255 bytes: the name gets what the
+	// directory leaves.
+	name := fitName(sanitizeFileName(orig), maxPathBytes-len(dir)-1)
+	if name == "" || strings.HasPrefix(name, ".") {
+		return c, fmt.Errorf("data dir %s is too long for %d-byte image paths", a.dataDir, maxPathBytes)
+	}
+	dst := filepath.Join(dir, name)
 	if filepath.Dir(dst) != dir { // cannot happen with a sanitized name
 		return c, badRequest("invalid file name %q", orig)
 	}
@@ -251,7 +261,7 @@ func uploadFileName(part *multipart.Part) string {
 	if name == "." || name == ".." {
 		return ""
 	}
-	return truncateUTF8(name, 255)
+	return fitName(name, 255)
 }
 
 // sanitizeFileName turns a client's file name into one safe to create in
@@ -277,18 +287,28 @@ func sanitizeFileName(name string) string {
 			b.WriteByte('_')
 		}
 	}
-	s := strings.TrimLeft(b.String(), ".")
-	if len(s) > maxFileNameBytes {
-		ext := path.Ext(s)
-		if len(ext) > 16 {
-			ext = ""
-		}
-		s = truncateUTF8(s[:len(s)-len(ext)], maxFileNameBytes-len(ext)) + ext
-	}
+	s := fitName(strings.TrimLeft(b.String(), "."), maxFileNameBytes)
 	if strings.Trim(s, "._-") == "" {
 		return "upload"
 	}
 	return s
+}
+
+// fitName shortens a sanitized name to at most n bytes, keeping its
+// extension when that is short.
+func fitName(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	ext := path.Ext(s)
+	if len(ext) > 16 || len(ext) >= n {
+		ext = ""
+	}
+	stem := truncateUTF8(s[:len(s)-len(ext)], n-len(ext))
+	if stem == "" {
+		return truncateUTF8("upload", n)
+	}
+	return stem + ext
 }
 
 // truncateUTF8 cuts s to at most n bytes on a rune boundary.
