@@ -6,13 +6,10 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/otiai10/gosseract/v2 v2.4.1
 	github.com/pressly/goose/v3 v3.29.0
-<<<<<<< HEAD
-	github.com/xuri/excelize/v2 v2.11.1
-	golang.org/x/image v0.47.0
-=======
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
->>>>>>> httpapi
+	github.com/xuri/excelize/v2 v2.11.1
+	golang.org/x/image v0.47.0
 )
 
 require (
@@ -23,14 +20,11 @@ require (
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/mfridman/interpolate v0.0.2 // indirect
-<<<<<<< HEAD
-	github.com/richardlehane/mscfb v1.0.9 // indirect
-	github.com/richardlehane/msoleps v1.0.6 // indirect
-=======
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
->>>>>>> httpapi
+	github.com/richardlehane/mscfb v1.0.9 // indirect
+	github.com/richardlehane/msoleps v1.0.6 // indirect
 	github.com/sethvargo/go-retry v0.5.0 // indirect
 	github.com/tiendc/go-deepcopy v1.7.2 // indirect
 	github.com/xuri/efp v0.0.3-0.20260924042702-217b81952dec // indirect
