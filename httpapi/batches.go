@@ -77,7 +77,7 @@ func (a *api) submitBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // submitPaths submits images already on the server, by absolute path.
-func (a *api) submitPaths(w http.ResponseWriter, r *http.Request) (*tracking.Batch, []string, error) {
+func (a *api) submitPaths(w http.ResponseWriter, r *http.Request) (_ *tracking.Batch, _ []string, err error) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBytes))
 	dec.DisallowUnknownFields()
 	var in submitJSON
@@ -103,7 +103,7 @@ func (a *api) submitPaths(w http.ResponseWriter, r *http.Request) (*tracking.Bat
 	seen := make(map[string]bool, len(in.Images))
 	chains := make([]tracking.NewChain, len(in.Images))
 	ids := make([]string, len(in.Images))
-	for i, p := range in.Images {
+	for _, p := range in.Images {
 		if err := checkServerPath(p); err != nil {
 			return nil, nil, err
 		}
@@ -112,10 +112,30 @@ func (a *api) submitPaths(w http.ResponseWriter, r *http.Request) (*tracking.Bat
 			return nil, nil, badRequest("image %q is listed twice", p)
 		}
 		seen[p] = true
+	}
+	// Each chain gets its own copy (a hard link when the file system
+	// allows) under the uploads tree, as an upload would: the same file may
+	// be submitted in many batches, and every OCR execution needs its own
+	// image_path; later changes to the original do not change the input.
+	defer func() {
+		if err != nil {
+			for _, c := range chains {
+				if c.Input.ImagePath != "" {
+					_ = os.RemoveAll(filepath.Dir(c.Input.ImagePath))
+				}
+			}
+		}
+	}()
+	for i, p := range in.Images {
+		p = filepath.Clean(p)
 		ids[i] = tracking.NewID()
-		chains[i] = tracking.NewChain{ChainID: ids[i], Input: tracking.ChainInput{ImagePath: p, FileName: filepath.Base(p)}}
-		if _, ok := a.underDataDir(p); ok {
-			chains[i].Input.PublicURL = imageURL(ids[i])
+		chains[i] = tracking.NewChain{ChainID: ids[i]}
+		stored, err := a.storeServerFile(ids[i], p)
+		if stored != "" {
+			chains[i].Input = tracking.ChainInput{ImagePath: stored, FileName: filepath.Base(p), PublicURL: imageURL(ids[i])}
+		}
+		if err != nil {
+			return nil, nil, err
 		}
 	}
 	b, err := a.store.CreateBatch(r.Context(), tracking.NewBatch{

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -53,16 +54,35 @@ func TestSubmitServerPaths(t *testing.T) {
 		t.Errorf("woken %v, want the OCR stage once", *e.woken)
 	}
 
-	// The stored chains carry the paths, names and options.
+	// Each chain reads its own copy of the file, stored under the uploads
+	// tree by chain id, and carries the name and options.
 	for i, want := range []string{a, b} {
-		c, err := e.store.Chain(context.Background(), ids[i].(string))
+		id := ids[i].(string)
+		c, err := e.store.Chain(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := string(c.InputData)
-		if !strings.Contains(in, want) || !strings.Contains(in, filepath.Base(want)) || !strings.Contains(in, `"lang"`) {
-			t.Errorf("chain %d input %s", i, in)
+		var in tracking.ChainInput
+		if err := json.Unmarshal(c.InputData, &in); err != nil {
+			t.Fatal(err)
 		}
+		if in.ImagePath != filepath.Join(e.dataDir, "uploads", id, filepath.Base(want)) || in.FileName != filepath.Base(want) ||
+			!strings.Contains(string(in.Options), `"lang"`) {
+			t.Errorf("chain %d input %s", i, c.InputData)
+		}
+		if got, err := os.ReadFile(in.ImagePath); err != nil || string(got) != "png "+strings.TrimSuffix(filepath.Base(want), ".png") {
+			t.Errorf("stored copy %q: %q %v", in.ImagePath, got, err)
+		}
+	}
+
+	// The same file in a second batch is a new copy: every OCR execution
+	// has its own image_path.
+	rec2 := e.postJSON(t, "/batches", map[string]any{"images": []string{a}})
+	wantStatus(t, rec2, 201)
+	id2 := decode[map[string]any](t, rec2)["chain_ids"].([]any)[0].(string)
+	c2, err := e.store.Chain(context.Background(), id2)
+	if err != nil || !strings.Contains(string(c2.InputData), filepath.Join("uploads", id2)) {
+		t.Errorf("second submission input %s, %v", c2.InputData, err)
 	}
 
 	// GET /batches/{id} lists them.

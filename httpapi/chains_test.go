@@ -126,23 +126,26 @@ func TestWorkbooks(t *testing.T) {
 
 func TestChainImageOnlyFromDataDir(t *testing.T) {
 	e := newEnv(t, nil)
-	img := tempImage(t, t.TempDir(), "server.png", "server file")
-	rec := e.postJSON(t, "/batches", map[string]any{"images": []string{img}})
+	// A chain whose image lies outside the data dir (another process's
+	// submission, an old row) is never served.
+	outside := tempImage(t, t.TempDir(), "server.png", "server file")
+	c, err := e.store.CreateChain(context.Background(), tracking.NewBatch{Chains: []tracking.NewChain{{Input: tracking.ChainInput{ImagePath: outside}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, e.do(t, "GET", "/chains/"+c.ChainID+"/image", nil), 404)
+
+	// A server path submitted through the API is copied under the data
+	// dir, served, and gets a public URL.
+	rec := e.postJSON(t, "/batches", map[string]any{"images": []string{outside}})
 	wantStatus(t, rec, 201)
 	id := decode[map[string]any](t, rec)["chain_ids"].([]any)[0].(string)
-	wantError(t, e.do(t, "GET", "/chains/"+id+"/image", nil), 404)
-
-	// A server path inside the data dir is served, and gets a public URL.
-	inside := tempImage(t, e.dataDir, "inside.png", "inside file")
-	rec = e.postJSON(t, "/batches", map[string]any{"images": []string{inside}})
-	wantStatus(t, rec, 201)
-	id = decode[map[string]any](t, rec)["chain_ids"].([]any)[0].(string)
 	rec = e.do(t, "GET", "/chains/"+id+"/image", nil)
 	wantStatus(t, rec, 200)
-	if rec.Body.String() != "inside file" {
+	if rec.Body.String() != "server file" {
 		t.Errorf("body %q", rec.Body.String())
 	}
-	c, err := e.store.Chain(context.Background(), id)
+	c, err = e.store.Chain(context.Background(), id)
 	if err != nil || !strings.Contains(string(c.InputData), "/chains/"+id+"/image") {
 		t.Errorf("input %s, %v", c.InputData, err)
 	}

@@ -321,3 +321,44 @@ func truncateUTF8(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// storeServerFile links (or, across file systems, copies) the server file
+// src to the uploads tree under chainID. It returns the stored path as soon
+// as its directory exists, even on error, so that the caller can remove it.
+func (a *api) storeServerFile(chainID, src string) (string, error) {
+	dir := filepath.Join(a.uploadsRoot, chainID)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("create upload dir: %w", err)
+	}
+	name := fitName(sanitizeFileName(filepath.Base(src)), maxPathBytes-len(dir)-1)
+	if name == "" || strings.HasPrefix(name, ".") {
+		name = "image"
+	}
+	dst := filepath.Join(dir, name)
+	if err := os.Link(src, dst); err == nil {
+		return dst, nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return dst, badRequest("image %q cannot be read: %v", src, errors.Unwrap(err))
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(dir, ".copy-*")
+	if err != nil {
+		return dst, fmt.Errorf("copy image: %w", err)
+	}
+	defer func() {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
+	}()
+	if _, err := io.Copy(tmp, io.LimitReader(in, a.maxFile+1)); err != nil {
+		return dst, fmt.Errorf("copy image %s: %w", src, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return dst, fmt.Errorf("copy image %s: %w", src, err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return dst, fmt.Errorf("copy image %s: %w", src, err)
+	}
+	return dst, nil
+}
