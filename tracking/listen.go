@@ -23,7 +23,8 @@ func NewListener(s *Store, log *slog.Logger) *Listener {
 }
 
 // Listen runs until ctx ends, calling wake for every WakeChannel
-// notification and revoke for every RevokeChannel one. After a reconnect it
+// notification from another Store (this process wakes its own stages
+// directly) and revoke for every RevokeChannel one. After a reconnect it
 // calls wake for every stage it has seen, since notifications sent while it
 // was away are lost. It returns nil when ctx ends.
 func (l *Listener) Listen(ctx context.Context, wake func(Stage), revoke func([]int64)) error {
@@ -70,9 +71,11 @@ func (l *Listener) listenOnce(ctx context.Context, seen map[Stage]bool, wake fun
 		}
 		switch n.Channel {
 		case WakeChannel:
-			st := Stage(n.Payload)
+			st, origin := ParseWake(n.Payload)
 			seen[st] = true
-			wake(st)
+			if origin != l.store.origin {
+				wake(st)
+			}
 		case RevokeChannel:
 			revoke(ParseRevoked(n.Payload))
 		}

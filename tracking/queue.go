@@ -14,7 +14,8 @@ import (
 
 // Notification channels docpipe processes LISTEN on.
 const (
-	// WakeChannel carries a stage name when tasks of that stage became claimable.
+	// WakeChannel carries "<stage> <origin>" when tasks of that stage became
+	// claimable; origin names the Store that sent it.
 	WakeChannel = "docpipe_wake"
 	// RevokeChannel carries comma-separated task_logs ids whose running
 	// attempt must be cancelled.
@@ -372,7 +373,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		}
 	}
 	res.Applied = len(applied)
-	if err := notifyStages(ctx, tx, res.Enqueued); err != nil {
+	if err := s.notifyStages(ctx, tx, res.Enqueued); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -402,12 +403,12 @@ func cmpInt64(a, b int64) int {
 	return 0
 }
 
-func notifyStages(ctx context.Context, tx pgx.Tx, stages map[Stage]int) error {
+func (s *Store) notifyStages(ctx context.Context, tx pgx.Tx, stages map[Stage]int) error {
 	for st, n := range stages {
 		if n == 0 {
 			continue
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, WakeChannel, string(st)); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, WakeChannel, s.wakePayload(st)); err != nil {
 			return fmt.Errorf("notify %s: %w", st, err)
 		}
 	}
@@ -513,7 +514,7 @@ func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, no
 	if err != nil {
 		return nil, fmt.Errorf("count ended chains: %w", err)
 	}
-	if err := notifyStages(ctx, tx, finish); err != nil {
+	if err := s.notifyStages(ctx, tx, finish); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -589,7 +590,7 @@ func (s *Store) HandBack(ctx context.Context, refs []TaskRef) (int, error) {
 	}
 	for st := range wake {
 		// Best effort: the poll finds them anyway.
-		_, _ = s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, WakeChannel, string(st))
+		_, _ = s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, WakeChannel, s.wakePayload(st))
 	}
 	return len(stages), nil
 }
@@ -794,6 +795,14 @@ func notifyRevoked(ctx context.Context, tx pgx.Tx, ids []int64) error {
 		return fmt.Errorf("notify revoke: %w", err)
 	}
 	return nil
+}
+
+func (s *Store) wakePayload(st Stage) string { return string(st) + " " + s.origin }
+
+// ParseWake parses a WakeChannel payload into its stage and origin.
+func ParseWake(payload string) (stage Stage, origin string) {
+	st, origin, _ := strings.Cut(payload, " ")
+	return Stage(st), origin
 }
 
 // ParseRevoked parses a RevokeChannel payload.

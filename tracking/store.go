@@ -18,8 +18,9 @@ import (
 // Store is docpipe's PostgreSQL storage: every SQL statement docpipe runs
 // is a method here. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
-	now  func() time.Time
+	pool   *pgxpool.Pool
+	now    func() time.Time
+	origin string // tags this Store's wake-ups so its own Listener can skip them
 }
 
 // StoreOptions configures a Store. The zero value is ready to use.
@@ -36,7 +37,7 @@ func NewStore(pool *pgxpool.Pool, opts StoreOptions) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{pool: pool, now: now}
+	return &Store{pool: pool, now: now, origin: NewID()[:8]}
 }
 
 // Pool returns the pool the Store runs on.

@@ -204,7 +204,7 @@ func (s *Store) insertChains(ctx context.Context, tx pgx.Tx, batchPK *int64, bat
 	if _, err := tx.Exec(ctx, insertFirstTasksSQL, ids, nb.MaxAttempts, now); err != nil {
 		return fmt.Errorf("insert first tasks: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, WakeChannel, string(nb.Stages[0])); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, WakeChannel, s.wakePayload(nb.Stages[0])); err != nil {
 		return fmt.Errorf("notify: %w", err)
 	}
 	return nil
