@@ -37,7 +37,7 @@ func processCmd(ctx context.Context, args []string, getenv func(string) string, 
 	var c processConfig
 	fs := newFlagSet("process", "process [flags] DIR|FILE... -o OUT", stderr)
 	c.common.register(fs, getenv)
-	c.stageFlags.register(fs, getenv)
+	c.stageFlags.register(fs, getenv, false)
 	fs.StringVar(&c.Out, "o", "out", "directory for the workbooks (one folder per batch)")
 	fs.StringVar(&c.Name, "name", "", "batch name (default: the first argument)")
 	fs.IntVar(&c.ChunkSize, "chunk-size", tracking.DefaultChunkSize, "images per chunk (committed together)")

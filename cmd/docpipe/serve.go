@@ -33,7 +33,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	var c serveConfig
 	fs := newFlagSet("serve", "serve [flags]", stderr)
 	c.common.register(fs, getenv)
-	c.stageFlags.register(fs, getenv)
+	c.stageFlags.register(fs, getenv, true)
 	fs.StringVar(&c.Listen, "listen", envDefault(getenv, "DOCPIPE_LISTEN", ":8080"), "HTTP address for the API, /metrics and health (env DOCPIPE_LISTEN)")
 	fs.BoolVar(&c.Migrate, "migrate", envDefault(getenv, "DOCPIPE_MIGRATE", "true") == "true", "apply pending migrations at start (env DOCPIPE_MIGRATE)")
 	fs.DurationVar(&c.Lease, "lease", envDuration(getenv, "DOCPIPE_LEASE", 30*time.Second), "task lease; a dead process's tasks are rescued after it (env DOCPIPE_LEASE)")

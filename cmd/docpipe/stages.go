@@ -41,9 +41,14 @@ var stageNames = map[string]tracking.Stage{
 	"excel": tracking.StageExcel, "summary": tracking.StageSummary,
 }
 
-func (s *stageFlags) register(fs *flag.FlagSet, getenv func(string) string) {
-	fs.StringVar(&s.Stages, "stages", envDefault(getenv, "DOCPIPE_STAGES", "all"),
-		"stages this process runs: all, none (API only) or a list of ocr,llm,layout,excel,summary (env DOCPIPE_STAGES)")
+// register adds the stage flags; withStages adds -stages (serve only:
+// process must run every stage to finish its batch).
+func (s *stageFlags) register(fs *flag.FlagSet, getenv func(string) string, withStages bool) {
+	s.Stages = "all"
+	if withStages {
+		fs.StringVar(&s.Stages, "stages", envDefault(getenv, "DOCPIPE_STAGES", "all"),
+			"stages this process runs: all, none (API only) or a list of ocr,llm,layout,excel,summary (env DOCPIPE_STAGES)")
+	}
 	fs.IntVar(&s.OCRWorkers, "ocr-workers", envInt(getenv, "DOCPIPE_OCR_WORKERS", runtime.NumCPU()), "OCR workers, one Tesseract engine each (env DOCPIPE_OCR_WORKERS)")
 	fs.IntVar(&s.LLMWorkers, "llm-workers", envInt(getenv, "DOCPIPE_LLM_WORKERS", 4), "extraction workers (env DOCPIPE_LLM_WORKERS)")
 	fs.IntVar(&s.LayoutWorkers, "layout-workers", envInt(getenv, "DOCPIPE_LAYOUT_WORKERS", 2), "layout workers (env DOCPIPE_LAYOUT_WORKERS)")
