@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -393,6 +394,84 @@ func TestNoLostUpdates(t *testing.T) {
 	b = waitBatch(t, pool, store, b.BatchID, 2*time.Minute)
 	if b.CompletedImages != 600 || b.CompletedChunks != 2 || b.Status != tracking.StatusSuccess {
 		t.Fatalf("batch %s", fmtBatch(b))
+	}
+	checkInvariants(t, pool)
+}
+
+// TestChunkCommitIsAtomic injects a failure in the middle of a chunk's OCR
+// commit: the sixth document's boxes break a CHECK constraint after the
+// first five documents' executions and boxes were written. The whole
+// chunk's commit rolls back — no execution and no box of that chunk stays —
+// and its tasks go to RETRY; on the next attempt they all succeed, with
+// exactly one execution each.
+func TestChunkCommitIsAtomic(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	var poisoned atomic.Bool
+	ocrStage := func(ctx context.Context, j *pipeline.Job) (*pipeline.Output, error) {
+		if j.Stage != tracking.StageOCR {
+			return noop(ctx, j)
+		}
+		conf := 0.9
+		if strings.HasSuffix(j.Input.ImagePath, "/5.png") && j.Attempt == 1 {
+			conf = 1.5 // violates ocr_text_boxes_confidence_check
+			poisoned.Store(true)
+		}
+		boxes := make([]tracking.TextBox, 50)
+		for i := range boxes {
+			boxes[i] = tracking.TextBox{Text: fmt.Sprint("w", i), Confidence: 0.9, BBox: tracking.Rect(0, 0, 10, 10), Seq: i}
+		}
+		boxes[25].Confidence = conf // half-way through this document's boxes
+		return &pipeline.Output{Result: map[string]int{"words": len(boxes)},
+			OCR: &tracking.OCRResult{ChainID: j.ChainID, ImagePath: j.Input.ImagePath, Status: tracking.OCRSuccess, Boxes: boxes}}, nil
+	}
+	// One worker per stage and no prefetch beyond the chunk: the ten tasks
+	// are claimed together and committed together.
+	e := engineFor(t, store, 10, ocrStage, func(c *pipeline.Config) {
+		c.Backoff = func(int) time.Duration { return time.Hour } // hold the retries so the state can be checked
+	})
+	stop := start(t, e)
+	b := submit(t, store, 10, 10, nil)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var retry int
+		pool.QueryRow(context.Background(), `SELECT count(*) FROM task_logs WHERE task_name = $1 AND status = 'RETRY'`, string(tracking.StageOCR)).Scan(&retry)
+		if retry == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d OCR tasks in RETRY, want the whole chunk (10)", retry)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	if !poisoned.Load() {
+		t.Fatal("the failure was not injected")
+	}
+	var execs, boxes int
+	pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM ocr_executions), (SELECT count(*) FROM ocr_text_boxes)`).Scan(&execs, &boxes)
+	if execs != 0 || boxes != 0 {
+		t.Fatalf("after the failed commit: %d executions and %d boxes stayed, want none", execs, boxes)
+	}
+	var msg string
+	pool.QueryRow(context.Background(), `SELECT error FROM task_logs WHERE task_name = $1 LIMIT 1`, string(tracking.StageOCR)).Scan(&msg)
+	if !strings.Contains(msg, "commit failed") || !strings.Contains(msg, "ocr_text_boxes_confidence_check") {
+		t.Fatalf("task error %q does not say why", msg)
+	}
+
+	// The retries run now and succeed: one execution of 50 boxes per chain.
+	if _, err := pool.Exec(context.Background(), `UPDATE task_logs SET run_after = now() WHERE status = 'RETRY'`); err != nil {
+		t.Fatal(err)
+	}
+	start(t, engineFor(t, store, 10, ocrStage, nil))
+	b = waitBatch(t, pool, store, b.BatchID, time.Minute)
+	if b.Status != tracking.StatusSuccess {
+		t.Fatalf("batch %s", fmtBatch(b))
+	}
+	pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM ocr_executions), (SELECT count(*) FROM ocr_text_boxes)`).Scan(&execs, &boxes)
+	if execs != 10 || boxes != 500 {
+		t.Fatalf("after the retry: %d executions, %d boxes; want 10 and 500", execs, boxes)
 	}
 	checkInvariants(t, pool)
 }
