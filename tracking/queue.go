@@ -362,11 +362,14 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			return nil, err
 		}
 	}
-	endedBatches, err := s.endChains(ctx, tx, ended, now, 0, "")
+	endedBatches, finish, err := s.endChains(ctx, tx, ended, now, 0, "")
 	if err != nil {
 		return nil, err
 	}
 	res.BatchesEnded = endedBatches
+	for st, n := range finish {
+		res.Enqueued[st] += n // notified by endChains; listed so the caller wakes its claimers
+	}
 	for _, o := range sorted {
 		if !applied[o.Task.ID] {
 			res.Stale = append(res.Stale, o.Task.ID)
@@ -475,9 +478,9 @@ SELECT b.batch_id, coalesce(b.on_finish, '') FROM b WHERE b.ended_now`
 
 // endChains counts ended chains into chunks and batches. revokedBatch (if
 // not 0) is a batch being revoked: it ends REVOKED with revokeMsg.
-func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, now time.Time, revokedBatch int64, revokeMsg string) ([]string, error) {
+func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, now time.Time, revokedBatch int64, revokeMsg string) ([]string, map[Stage]int, error) {
 	if len(ended) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	slices.SortFunc(ended, func(a, b endedChain) int {
 		if c := cmpInt64(a.batchPK, b.batchPK); c != 0 {
@@ -499,7 +502,7 @@ func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, no
 	}
 	rows, err := tx.Query(ctx, endChainsSQL, batchPKs, chunks, oks, bads, now, DefaultMaxAttempts, revokedBatch, revokeMsg)
 	if err != nil {
-		return nil, fmt.Errorf("count ended chains: %w", err)
+		return nil, nil, fmt.Errorf("count ended chains: %w", err)
 	}
 	var out []string
 	finish := map[Stage]int{}
@@ -512,12 +515,12 @@ func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, no
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("count ended chains: %w", err)
+		return nil, nil, fmt.Errorf("count ended chains: %w", err)
 	}
 	if err := s.notifyStages(ctx, tx, finish); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, nil
+	return out, finish, nil
 }
 
 // TaskRef names one attempt of a task.
@@ -752,7 +755,7 @@ func (s *Store) revoke(ctx context.Context, tx pgx.Tx, taskWhere, chainWhere str
 	}); err != nil {
 		return nil, fmt.Errorf("revoke chains: %w", err)
 	}
-	if _, err := s.endChains(ctx, tx, ended, now, revokedBatch, msg); err != nil {
+	if _, _, err := s.endChains(ctx, tx, ended, now, revokedBatch, msg); err != nil {
 		return nil, err
 	}
 	if err := notifyRevoked(ctx, tx, res.Running); err != nil {

@@ -38,6 +38,10 @@ func processCmd(ctx context.Context, args []string, getenv func(string) string, 
 	fs := newFlagSet("process", "process [flags] DIR|FILE... -o OUT", stderr)
 	c.common.register(fs, getenv)
 	c.stageFlags.register(fs, getenv, false)
+	if getenv("DOCPIPE_LOG_LEVEL") == "" {
+		c.LogLevel = "warn" // the progress display speaks for the engine; -log-level info shows its log
+		fs.Lookup("log-level").DefValue = "warn"
+	}
 	fs.StringVar(&c.Out, "o", "out", "directory for the workbooks (one folder per batch)")
 	fs.StringVar(&c.Name, "name", "", "batch name (default: the first argument)")
 	fs.IntVar(&c.ChunkSize, "chunk-size", tracking.DefaultChunkSize, "images per chunk (committed together)")
@@ -204,8 +208,8 @@ func storeImage(dir, chainID, src string) (string, error) {
 // on a terminal, a line every few seconds otherwise.
 func watch(ctx context.Context, store *tracking.Store, batchID string, w io.Writer, start time.Time) (*tracking.Batch, error) {
 	tty := isTerminal(w)
-	last := ""
-	lastLine := time.Time{}
+	lastDone, lastLine := -1, time.Time{}
+	summarizing := false
 	for {
 		b, err := store.Batch(ctx, batchID)
 		if err != nil {
@@ -219,16 +223,23 @@ func watch(ctx context.Context, store *tracking.Store, batchID string, w io.Writ
 			const width = 30
 			filled := width * done / max(b.TotalImages, 1)
 			fmt.Fprintf(w, "\r[%s%s] %s ", strings.Repeat("#", filled), strings.Repeat(".", width-filled), line)
-		case line != last && time.Since(lastLine) > 2*time.Second || b.Status.Terminal() && line != last:
+		case done != lastDone || time.Since(lastLine) > 10*time.Second:
 			fmt.Fprintln(w, line)
-			lastLine = time.Now()
+			lastDone, lastLine = done, time.Now()
 		}
-		last = line
 		if b.Status.Terminal() && len(b.FinalResult) > 0 {
 			if tty {
 				fmt.Fprintln(w)
 			}
 			return b, nil
+		}
+		if b.Status.Terminal() && !summarizing {
+			summarizing = true
+			if tty {
+				fmt.Fprint(w, "\n")
+			}
+			fmt.Fprintln(w, "writing the summary workbook…")
+			lastLine = time.Now()
 		}
 		t := time.NewTimer(250 * time.Millisecond)
 		select {
