@@ -163,6 +163,10 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var lsn0 string
+	if err := b.pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn0); err != nil {
+		return err
+	}
 	t0 := time.Now()
 	stop := runEngine(ctx, e)
 	if err := waitAllEnded(ctx, b.pool); err != nil {
@@ -172,11 +176,16 @@ func (b *bench) run(ctx context.Context) error {
 	elapsed := time.Since(t0)
 	cpu1, _ := readCPU()
 	stop()
+	var wal float64
+	if err := b.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)`, lsn0).Scan(&wal); err != nil {
+		return err
+	}
 	tasks := 4 * b.cfg.Chains
 	fmt.Fprintf(tw, "stage tasks/s\t%.0f\t%d stage tasks in %s (target >= 10000)\n", float64(tasks)/elapsed.Seconds(), tasks, elapsed.Round(time.Millisecond))
 	self, pg := cpu1.self-cpu0.self, cpu1.postgres-cpu0.postgres
 	fmt.Fprintf(tw, "CPU per stage task\t%.1f µs\tdocpipe %.1f µs + postgres %.1f µs (target <= 100)\n",
 		float64((self+pg).Microseconds())/float64(tasks), float64(self.Microseconds())/float64(tasks), float64(pg.Microseconds())/float64(tasks))
+	fmt.Fprintf(tw, "WAL per stage task\t%.0f bytes\twrite volume: what the tables and indexes cost per task\n", wal/float64(tasks))
 	lat, err := percentiles(ctx, b.pool, `SELECT extract(epoch FROM finished_at - started_at) FROM chain_executions WHERE status = 'SUCCESS'`)
 	if err != nil {
 		return err
