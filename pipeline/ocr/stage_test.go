@@ -164,3 +164,21 @@ func (o Options) mustDefaults(t testing.TB) Options {
 	}
 	return o
 }
+
+func TestStageReconfigure(t *testing.T) {
+	img, _ := render(t, goFace(t), 900, 260, []textLine{{40, 80, "First line"}, {40, 200, "Second line"}})
+	path := writeFile(t, "two-lines.png", pngBytes(t, img))
+	s := newStage(t, StageOptions{Workers: 1}) // one engine, switched between jobs
+	for _, tt := range []struct {
+		options string
+		lines   int
+	}{{"", 2}, {`{"psm": 7}`, 1}, {"", 2}, {`{"languages": "kor+eng", "psm": 7}`, 1}, {"", 2}} {
+		out, err := s.Run(context.Background(), job(path, tt.options))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.Result.(Summary).Lines; got != tt.lines {
+			t.Errorf("options %s: %d lines, want %d", tt.options, got, tt.lines)
+		}
+	}
+}
