@@ -179,9 +179,9 @@ func (c *Client) closeTess() {
 // good.
 var initMu sync.Mutex
 
-// blankPage is an 8×8 white PGM, recognised once to initialise a new
+// blankPage is an 8×8 white page, recognised once to initialise a new
 // engine under initMu.
-var blankPage = raster{w: 8, h: 8, ch: 1, pix: bytes.Repeat([]byte{255}, 64)}
+func blankPage() raster { return raster{w: 8, h: 8, ch: 1, pix: bytes.Repeat([]byte{255}, 64)} }
 
 // engine returns the live Tesseract engine, recycling it when it has
 // recognised RecycleAfter pages. A new engine is initialised (language
@@ -212,7 +212,7 @@ func (c *Client) engine() (*gosseract.Client, error) {
 	t.Trim = false
 	t.SetVariable("tessedit_pageseg_mode", strconv.Itoa(c.opts.PSM))
 	t.SetVariable(gosseract.DEBUG_FILE, os.DevNull)
-	if err := t.SetImageFromBytes(blankPage.pnm()); err != nil {
+	if err := t.SetImageFromBytes(blankPage().pnm()); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("tesseract init: %w", err)
 	}

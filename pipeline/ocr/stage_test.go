@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -180,5 +181,26 @@ func TestStageReconfigure(t *testing.T) {
 		if got := out.Result.(Summary).Lines; got != tt.lines {
 			t.Errorf("options %s: %d lines, want %d", tt.options, got, tt.lines)
 		}
+	}
+}
+
+func TestStageRate(t *testing.T) {
+	good := goodImage(t)
+	before := runtime.NumGoroutine()
+	s := newStage(t, StageOptions{Workers: 2})
+	rate, err := StageRate(context.Background(), s, []string{good, good, good}, 2)
+	if err != nil || rate <= 0 {
+		t.Errorf("StageRate = %v, %v", rate, err)
+	}
+	bad := writeFile(t, "bad.png", []byte("not an image"))
+	if _, err := StageRate(context.Background(), s, []string{good, bad, good, good, good}, 2); !tracking.IsPermanent(err) {
+		t.Errorf("StageRate with a bad image: err = %v, want the permanent error", err)
+	}
+	// Every worker goroutine has ended.
+	for i := 0; runtime.NumGoroutine() > before; i++ {
+		if i == 100 {
+			t.Fatalf("%d goroutines left, %d before", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
