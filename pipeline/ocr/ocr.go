@@ -385,6 +385,7 @@ func (c *Client) recognizePage(r raster, dpi int) ([]gosseract.BoundingBox, erro
 		return nil, fmt.Errorf("tesseract: %w", err)
 	}
 	c.pages++
+	trimHeap()
 	return boxes, nil
 }
 
