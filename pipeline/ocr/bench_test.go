@@ -50,7 +50,12 @@ func BenchmarkCorpus(b *testing.B) {
 	if _, err := StageRate(ctx, s, []string{good, good}, workers); err != nil {
 		b.Fatal(err)
 	}
-	var stageSec, cliSec float64
+	var stage, cli Rate
+	add := func(sum *Rate, r Rate) {
+		sum.Images += r.Images
+		sum.Wall += r.Wall
+		sum.CPU += r.CPU
+	}
 	b.ResetTimer()
 	for range b.N {
 		for i := 0; i < len(paths); i += chunk {
@@ -59,20 +64,21 @@ func BenchmarkCorpus(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			stageSec += float64(len(part)) / r
+			add(&stage, r)
 			b.StopTimer()
-			r, err = CLIRate(ctx, part, workers, Options{})
-			if err != nil {
+			if r, err = CLIRate(ctx, part, workers, Options{}); err != nil {
 				b.Fatal(err)
 			}
-			cliSec += float64(len(part)) / r
+			add(&cli, r)
 			b.StartTimer()
 		}
 	}
-	n := float64(b.N * len(paths))
-	b.ReportMetric(n/stageSec, "docpipe-images/s")
-	b.ReportMetric(n/cliSec, "cli-images/s")
-	b.ReportMetric(cliSec/stageSec, "speedup")
+	b.ReportMetric(stage.PerSecond(), "docpipe-images/s")
+	b.ReportMetric(cli.PerSecond(), "cli-images/s")
+	b.ReportMetric(stage.PerSecond()/cli.PerSecond(), "speedup")
+	b.ReportMetric(stage.PerCPUSecond(), "docpipe-images/cpu-s")
+	b.ReportMetric(cli.PerCPUSecond(), "cli-images/cpu-s")
+	b.ReportMetric(stage.PerCPUSecond()/cli.PerCPUSecond(), "cpu-speedup")
 	b.ReportMetric(0, "ns/op")
 }
 

@@ -189,7 +189,7 @@ func TestStageRate(t *testing.T) {
 	before := runtime.NumGoroutine()
 	s := newStage(t, StageOptions{Workers: 2})
 	rate, err := StageRate(context.Background(), s, []string{good, good, good}, 2)
-	if err != nil || rate <= 0 {
+	if err != nil || rate.PerSecond() <= 0 || rate.Images != 3 {
 		t.Errorf("StageRate = %v, %v", rate, err)
 	}
 	bad := writeFile(t, "bad.png", []byte("not an image"))
