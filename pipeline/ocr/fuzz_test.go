@@ -158,3 +158,42 @@ func FuzzInput(f *testing.F) {
 		}
 	})
 }
+
+func TestDeclaredDPI(t *testing.T) {
+	page := image.NewGray(image.Rect(0, 0, 4, 4))
+	// A PNG with a pHYs chunk of 11811 px/m (300 dpi) before IDAT.
+	plain := pngBytes(t, page)
+	phys := []byte{0, 0, 0, 9, 'p', 'H', 'Y', 's', 0, 0, 0x2e, 0x23, 0, 0, 0x2e, 0x23, 1, 0, 0, 0, 0}
+	withPHYs := append(append(append([]byte{}, plain[:33]...), phys...), plain[33:]...)
+	bmpHdr := make([]byte, 54)
+	copy(bmpHdr, "BM")
+	binary.LittleEndian.PutUint32(bmpHdr[14:], 40)
+	binary.LittleEndian.PutUint32(bmpHdr[42:], 7874) // 200 dpi
+	c := newClient(t, Options{DPI: 250})
+	tests := []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"PNG without pHYs", pngDPI(plain), 0},
+		{"PNG with pHYs", pngDPI(withPHYs), 11811 * 0.0254},
+		{"BMP", bmpDPI(bmpHdr), 7874 * 0.0254},
+		{"TIFF", func() float64 {
+			p, err := tiffPages(multiPageTIFF([]*image.Gray{page}, 400), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p[0].dpi
+		}(), 400},
+		{"effective: none declared", float64(c.effectiveDPI(0)), 250},
+		{"effective: placeholder 72", float64(c.effectiveDPI(72)), 250},
+		{"effective: placeholder 96", float64(c.effectiveDPI(96)), 250},
+		{"effective: declared 300", float64(c.effectiveDPI(299.9994)), 300},
+		{"effective: absurd", float64(c.effectiveDPI(9000)), 250},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"math"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ import (
 // Defaults of Options.
 const (
 	DefaultLanguages    = "eng"
-	DefaultPSM          = 6 // single uniform block: best on the receipt corpus (see README in testdata)
+	DefaultPSM          = 6 // single uniform block: best of 3, 4, 6, 11 on the receipt corpus
 	DefaultDPI          = 300
 	DefaultRecycleAfter = 250
 	DefaultMaxPixels    = 100_000_000
@@ -171,21 +172,56 @@ func (c *Client) closeTess() {
 	}
 }
 
+// initMu serialises Tesseract initialisation across the process. It is
+// the package's one piece of global state, and guards a global resource:
+// gosseract's Init points the process's stderr (fd 2) at /dev/null and
+// back, so two concurrent Inits can leave stderr pointing at /dev/null for
+// good.
+var initMu sync.Mutex
+
+// blankPage is an 8×8 white page, recognised once to initialise a new
+// engine under initMu.
+func blankPage() raster { return raster{w: 8, h: 8, ch: 1, pix: bytes.Repeat([]byte{255}, 64)} }
+
 // engine returns the live Tesseract engine, recycling it when it has
-// recognised RecycleAfter pages.
-func (c *Client) engine() *gosseract.Client {
+// recognised RecycleAfter pages. A new engine is initialised (language
+// data loaded) here, under initMu, after checking that every language is
+// installed: gosseract captures Init's error messages in a 512-byte
+// buffer that several missing languages overflow.
+func (c *Client) engine() (*gosseract.Client, error) {
 	if c.tess != nil && c.opts.RecycleAfter > 0 && c.pages >= c.opts.RecycleAfter {
 		c.closeTess()
 	}
-	if c.tess == nil {
-		t := gosseract.NewClient()
-		t.Languages = strings.Split(c.opts.Languages, "+")
-		t.Trim = false
-		t.SetVariable("tessedit_pageseg_mode", strconv.Itoa(c.opts.PSM))
-		t.SetVariable(gosseract.DEBUG_FILE, os.DevNull)
-		c.tess = t
+	if c.tess != nil {
+		return c.tess, nil
 	}
-	return c.tess
+	initMu.Lock()
+	defer initMu.Unlock()
+	have, err := gosseract.GetAvailableLanguages()
+	if err != nil {
+		return nil, fmt.Errorf("tesseract languages: %w", err)
+	}
+	langs := strings.Split(c.opts.Languages, "+")
+	for _, l := range langs {
+		if !slices.Contains(have, l) {
+			return nil, tracking.Permanent(fmt.Errorf("tesseract language %q is not installed (have %s)", l, strings.Join(have, ", ")))
+		}
+	}
+	t := gosseract.NewClient()
+	t.Languages = langs
+	t.Trim = false
+	t.SetVariable("tessedit_pageseg_mode", strconv.Itoa(c.opts.PSM))
+	t.SetVariable(gosseract.DEBUG_FILE, os.DevNull)
+	if err := t.SetImageFromBytes(blankPage().pnm()); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("tesseract init: %w", err)
+	}
+	if _, err := t.GetBoundingBoxesVerbose(); err != nil {
+		t.Close()
+		return nil, tracking.Permanent(fmt.Errorf("tesseract init (languages %q): %w", c.opts.Languages, err))
+	}
+	c.tess = t
+	return t, nil
 }
 
 // Recognize OCRs the image or PDF at path, every page, and returns its
@@ -333,19 +369,23 @@ func (c *Client) recognizePage(r raster, dpi int) ([]gosseract.BoundingBox, erro
 	if c.closed {
 		return nil, errors.New("ocr: client closed")
 	}
-	t := c.engine()
+	t, err := c.engine()
+	if err != nil {
+		return nil, err
+	}
 	if err := t.SetImageFromBytes(r.pnm()); err != nil {
 		return nil, fmt.Errorf("tesseract set image: %w", err)
 	}
 	t.SetVariable("user_defined_dpi", strconv.Itoa(dpi))
 	boxes, err := t.GetBoundingBoxesVerbose()
 	if err != nil {
-		// Init failed (e.g. language data missing): the engine is unusable
-		// and no retry of this input will help.
+		// The engine was initialised in engine(), so this is unexpected:
+		// start afresh next time.
 		c.closeTess()
-		return nil, tracking.Permanent(fmt.Errorf("tesseract (languages %q): %w", c.opts.Languages, err))
+		return nil, fmt.Errorf("tesseract: %w", err)
 	}
 	c.pages++
+	trimHeap()
 	return boxes, nil
 }
 

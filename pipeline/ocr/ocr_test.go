@@ -486,11 +486,23 @@ func TestOptions(t *testing.T) {
 			t.Errorf("NewClient(%+v) err = %v, want error %v", tt.opts, err, tt.wantErr)
 		}
 	}
-	t.Run("missing language", func(t *testing.T) {
-		c := newClient(t, Options{Languages: "xyz"})
+	t.Run("missing languages", func(t *testing.T) {
+		// Several missing languages would overflow gosseract's 512-byte
+		// Init error buffer; they must be refused before Init.
+		c := newClient(t, Options{Languages: "eng+xyzlanguage+abclanguage+qqqlanguage"})
 		_, err := c.Recognize(context.Background(), goodImage(t))
-		if !tracking.IsPermanent(err) {
-			t.Errorf("err = %v, want permanent", err)
+		if !tracking.IsPermanent(err) || !strings.Contains(err.Error(), `"xyzlanguage" is not installed`) {
+			t.Errorf("err = %v, want permanent, naming the language", err)
+		}
+	})
+	t.Run("psm reaches tesseract", func(t *testing.T) {
+		img, _ := render(t, goFace(t), 900, 260, []textLine{{40, 80, "First line"}, {40, 200, "Second line"}})
+		path := writeFile(t, "two-lines.png", pngBytes(t, img))
+		for _, tt := range []struct{ psm, lines int }{{6, 2}, {7, 1}} {
+			res := recognize(t, newClient(t, Options{PSM: tt.psm}), path)
+			if got := texts(res, tracking.LevelLine); len(got) != tt.lines {
+				t.Errorf("psm %d: lines %q, want %d", tt.psm, got, tt.lines)
+			}
 		}
 	})
 }

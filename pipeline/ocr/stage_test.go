@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -163,4 +164,43 @@ func (o Options) mustDefaults(t testing.TB) Options {
 		t.Fatal(err)
 	}
 	return o
+}
+
+func TestStageReconfigure(t *testing.T) {
+	img, _ := render(t, goFace(t), 900, 260, []textLine{{40, 80, "First line"}, {40, 200, "Second line"}})
+	path := writeFile(t, "two-lines.png", pngBytes(t, img))
+	s := newStage(t, StageOptions{Workers: 1}) // one engine, switched between jobs
+	for _, tt := range []struct {
+		options string
+		lines   int
+	}{{"", 2}, {`{"psm": 7}`, 1}, {"", 2}, {`{"languages": "kor+eng", "psm": 7}`, 1}, {"", 2}} {
+		out, err := s.Run(context.Background(), job(path, tt.options))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.Result.(Summary).Lines; got != tt.lines {
+			t.Errorf("options %s: %d lines, want %d", tt.options, got, tt.lines)
+		}
+	}
+}
+
+func TestStageRate(t *testing.T) {
+	good := goodImage(t)
+	before := runtime.NumGoroutine()
+	s := newStage(t, StageOptions{Workers: 2})
+	rate, err := StageRate(context.Background(), s, []string{good, good, good}, 2)
+	if err != nil || rate.PerSecond() <= 0 || rate.Images != 3 {
+		t.Errorf("StageRate = %v, %v", rate, err)
+	}
+	bad := writeFile(t, "bad.png", []byte("not an image"))
+	if _, err := StageRate(context.Background(), s, []string{good, bad, good, good, good}, 2); !tracking.IsPermanent(err) {
+		t.Errorf("StageRate with a bad image: err = %v, want the permanent error", err)
+	}
+	// Every worker goroutine has ended.
+	for i := 0; runtime.NumGoroutine() > before; i++ {
+		if i == 100 {
+			t.Fatalf("%d goroutines left, %d before", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
