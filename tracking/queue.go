@@ -142,33 +142,36 @@ func (s *Store) Complete(ctx context.Context, outcomes []Outcome) (*CommitResult
 }
 
 // succeedSQL marks successful attempts SUCCESS, advances their chains and
-// inserts each chain's next task. It returns one row per applied task.
+// inserts each chain's next task with the id the caller chose ($5: time-ordered
+// ids keep the task_id index append-only). It returns one row per applied task.
 const succeedSQL = `
 WITH u AS (
-	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]) AS u(id, attempt, result)
+	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $5::text[]) AS u(id, attempt, result, next_id)
 ), t AS (
 	UPDATE task_logs t
 	SET status = 'SUCCESS', finished_at = $4, result = u.result::jsonb, error = NULL, lease_expires_at = NULL, updated_at = $4
 	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
-	RETURNING t.id, t.chain_execution_id, t.batch_execution_id, t.stage_index, t.max_attempts, t.result
+	RETURNING t.id, t.chain_execution_id, t.batch_execution_id, t.stage_index, t.max_attempts, t.result, u.next_id
 ), ch AS (
+	-- A chain stays STARTED until it ends: only its counters move, so the
+	-- update is HOT (no indexed column changes).
 	UPDATE chain_executions c
 	SET completed_tasks = c.completed_tasks + 1,
-		status = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN 'SUCCESS' ELSE 'RUNNING' END,
+		status = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN 'SUCCESS' ELSE c.status END,
 		finished_at = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN $4 ELSE c.finished_at END,
 		final_result = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN t.result ELSE c.final_result END,
 		updated_at = $4
 	FROM t WHERE c.id = t.chain_execution_id AND c.status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
-	RETURNING c.id, c.status, c.stages, c.batch_execution_id, c.chunk_index, t.stage_index, t.max_attempts
+	RETURNING c.id, c.status, c.stages, c.batch_execution_id, c.chunk_index, t.stage_index, t.max_attempts, t.next_id
 ), next AS (
 	INSERT INTO task_logs (task_id, task_name, status, chain_execution_id, batch_execution_id, stage_index,
 		max_attempts, run_after, created_at, updated_at)
-	SELECT gen_random_uuid()::text, ch.stages[ch.stage_index + 2], 'PENDING', ch.id, ch.batch_execution_id,
+	SELECT ch.next_id, ch.stages[ch.stage_index + 2], 'PENDING', ch.id, ch.batch_execution_id,
 		ch.stage_index + 1, ch.max_attempts, $4, $4, $4
-	FROM ch WHERE ch.status = 'RUNNING' AND ch.stage_index + 2 <= cardinality(ch.stages)
+	FROM ch WHERE ch.status <> 'SUCCESS' AND ch.stage_index + 2 <= cardinality(ch.stages)
 )
 SELECT t.id, coalesce(ch.status, ''), coalesce(ch.batch_execution_id, 0), coalesce(ch.chunk_index, 0),
-	coalesce(CASE WHEN ch.status = 'RUNNING' THEN ch.stages[ch.stage_index + 2] END, '')
+	coalesce(CASE WHEN ch.status <> 'SUCCESS' THEN ch.stages[ch.stage_index + 2] END, '')
 FROM t LEFT JOIN ch ON ch.id = t.chain_execution_id`
 
 // failSQL records failed attempts: RETRY (counting a retry) or FAILURE,
@@ -237,7 +240,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 	var (
 		sIDs, fIDs, bIDs     []int64
 		sAtt, fAtt, bAtt     []int32
-		sRes                 []string
+		sRes, sNext          []string
 		fErr                 []string
 		fFinal, bFinal       []bool
 		fRunAfter, bRunAfter []time.Time
@@ -266,6 +269,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			sIDs = append(sIDs, o.Task.ID)
 			sAtt = append(sAtt, int32(o.Task.Attempt))
 			sRes = append(sRes, string(resultOrNull(o.Result)))
+			sNext = append(sNext, NewID())
 		} else {
 			fIDs = append(fIDs, o.Task.ID)
 			fAtt = append(fAtt, int32(o.Task.Attempt))
@@ -279,7 +283,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 	var ended []endedChain
 	var ocrs []*OCRResult
 	if len(sIDs) > 0 {
-		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now)
+		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now, sNext)
 		if err != nil {
 			return nil, fmt.Errorf("record successes: %w", err)
 		}

@@ -19,7 +19,7 @@ type Status string
 const (
 	StatusPending Status = "PENDING" // waiting to run
 	StatusStarted Status = "STARTED" // claimed by a worker / first task began
-	StatusRunning Status = "RUNNING" // in progress: a chain or batch past its first step (tasks go STARTED → an end)
+	StatusRunning Status = "RUNNING" // in progress: a batch some of whose chains have ended (chains and tasks stay STARTED until they end)
 	StatusSuccess Status = "SUCCESS" // ended well (terminal)
 	StatusFailure Status = "FAILURE" // ended badly (terminal)
 	StatusRetry   Status = "RETRY"   // an attempt failed; will run again after its backoff

@@ -3,6 +3,7 @@ package tracking_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,12 +87,20 @@ func TestPermanent(t *testing.T) {
 	}
 }
 
-func TestNewIDIsUUIDv4(t *testing.T) {
+func TestNewIDIsTimeOrderedUUIDv7(t *testing.T) {
 	seen := map[string]bool{}
-	for range 1000 {
+	prev := ""
+	for i := range 1000 {
 		id := tracking.NewID()
-		if len(id) != 36 || id[14] != '4' || id[8] != '-' || seen[id] {
+		if len(id) != 36 || id[14] != '7' || id[8] != '-' || !strings.ContainsRune("89ab", rune(id[19])) || seen[id] {
 			t.Fatalf("bad or repeated id %q", id)
+		}
+		if i%100 == 0 {
+			time.Sleep(2 * time.Millisecond) // the next one is in a later millisecond
+			if prev != "" && id[:13] < prev[:13] {
+				t.Fatalf("id %q sorts before the earlier %q", id, prev)
+			}
+			prev = id
 		}
 		seen[id] = true
 	}
