@@ -417,7 +417,7 @@ func (r *runner) complete(ctx context.Context, outcomes []tracking.Outcome) erro
 			return err
 		}
 		r.e.obs.DBError("commit")
-		r.e.log.Warn("commit failed; database unreachable, retrying", "stage", r.cfg.Stage, "err", err, "attempt", attempt)
+		r.e.log.Warn("commit failed; retrying", "stage", r.cfg.Stage, "err", err, "attempt", attempt)
 		if !sleepCtx(ctx, backoffDelay(attempt)) {
 			return ctx.Err()
 		}

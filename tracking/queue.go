@@ -542,22 +542,37 @@ func refArrays(refs []TaskRef) ([]int64, []int32) {
 	return ids, atts
 }
 
+// extendSQL renews leases without ever waiting: which attempts still hold
+// their tasks is read from the statement's snapshot (cur); the renewal
+// takes the rows in id order and skips any a committer is finishing right
+// now, so it cannot deadlock with a commit that locks the same rows in
+// another order.
+const extendSQL = `
+WITH cur AS (
+	SELECT t.id, t.attempt FROM task_logs t
+	JOIN unnest($1::bigint[], $2::int[]) AS u(id, attempt) ON t.id = u.id AND t.attempt = u.attempt
+	WHERE t.status IN ('STARTED', 'RUNNING')
+), locked AS (
+	SELECT t.id FROM task_logs t JOIN cur ON t.id = cur.id
+	WHERE t.attempt = cur.attempt AND t.status IN ('STARTED', 'RUNNING')
+	ORDER BY t.id FOR UPDATE OF t SKIP LOCKED
+), renewed AS (
+	UPDATE task_logs t SET lease_expires_at = $3, updated_at = $4 FROM locked WHERE t.id = locked.id
+)
+SELECT id FROM cur`
+
 // ExtendLeases renews the leases of the given attempts until now+lease. It
 // writes only lease_expires_at, which no index covers, so renewals are HOT
-// updates. It returns the ids of the tasks the attempts still
-// hold; a task missing from the answer was revoked or taken over, and its
-// work should stop.
+// updates. It returns the ids of the tasks the attempts still hold; a task
+// missing from the answer was revoked or taken over, and its work should
+// stop. It never waits for a row lock.
 func (s *Store) ExtendLeases(ctx context.Context, refs []TaskRef, lease time.Duration) (map[int64]bool, error) {
 	if len(refs) == 0 {
 		return map[int64]bool{}, nil
 	}
 	now := s.now()
 	ids, atts := refArrays(refs)
-	rows, err := s.pool.Query(ctx, `
-		UPDATE task_logs t SET lease_expires_at = $3, updated_at = $4
-		FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt)
-		WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
-		RETURNING t.id`, ids, atts, now.Add(lease), now)
+	rows, err := s.pool.Query(ctx, extendSQL, ids, atts, now.Add(lease), now)
 	if err != nil {
 		return nil, fmt.Errorf("extend leases: %w", err)
 	}
