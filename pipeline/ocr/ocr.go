@@ -42,7 +42,7 @@ const (
 	DefaultLanguages    = "eng"
 	DefaultPSM          = 6 // single uniform block: best of 3, 4, 6, 11 on the receipt corpus
 	DefaultDPI          = 300
-	DefaultRecycleAfter = 250
+	DefaultRecycleAfter = 100
 	DefaultMaxPixels    = 100_000_000
 	DefaultMaxPages     = 100
 	DefaultMaxFileBytes = 256 << 20
@@ -63,7 +63,7 @@ type Options struct {
 	// Default 300.
 	DPI int
 	// RecycleAfter closes and recreates the Tesseract engine after this
-	// many pages, because its memory grows slowly. Default 250; negative
+	// many pages, because its memory grows slowly. Default 100 (DefaultRecycleAfter); negative
 	// never recycles.
 	RecycleAfter int
 	// MaxPixels refuses any page larger than this, from its header.
