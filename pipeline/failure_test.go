@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -472,6 +473,57 @@ func TestChunkCommitIsAtomic(t *testing.T) {
 	pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM ocr_executions), (SELECT count(*) FROM ocr_text_boxes)`).Scan(&execs, &boxes)
 	if execs != 10 || boxes != 500 {
 		t.Fatalf("after the retry: %d executions, %d boxes; want 10 and 500", execs, boxes)
+	}
+	checkInvariants(t, pool)
+}
+
+// TestRevokeUnderLoad revokes random chains at random moments while an
+// engine runs their stages (from a second pool, as another process
+// would): whatever the interleaving, no task stays live under a revoked
+// chain and every counter equals its rows.
+func TestRevokeUnderLoad(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	other := tracking.NewStore(otherPool(t, pool), tracking.StoreOptions{})
+	sleepy := func(ctx context.Context, j *pipeline.Job) (*pipeline.Output, error) {
+		select {
+		case <-time.After(time.Duration(rand.IntN(2000)) * time.Microsecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return noop(ctx, j)
+	}
+	start(t, engineFor(t, store, 8, sleepy, nil))
+	b := submit(t, store, 600, 10, nil)
+	var ids []string
+	if err := store.BatchChains(context.Background(), b.BatchID, func(c *tracking.Chain) error {
+		ids = append(ids, c.ChainID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	revoked := 0
+	for _, id := range ids[:150] {
+		time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+		_, err := other.RevokeChain(context.Background(), id, "stress")
+		switch {
+		case err == nil:
+			revoked++
+		case errors.Is(err, tracking.ErrConflict): // it had already ended
+		default:
+			t.Fatalf("revoke %s: %v", id, err)
+		}
+	}
+	b = waitBatch(t, pool, store, b.BatchID, 2*time.Minute)
+	t.Logf("revoked %d chains mid-run: %s", revoked, fmtBatch(b))
+	if revoked == 0 {
+		t.Fatal("every chain had ended before its revoke: the test raced nothing")
+	}
+	var n int
+	pool.QueryRow(context.Background(), `SELECT count(*) FROM chain_executions WHERE status = 'REVOKED'`).Scan(&n)
+	if n != revoked {
+		t.Fatalf("%d chains REVOKED, %d revokes succeeded", n, revoked)
 	}
 	checkInvariants(t, pool)
 }

@@ -3,6 +3,7 @@ package tracking
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Notification channels docpipe processes LISTEN on.
@@ -680,10 +682,11 @@ type RevokeResult struct {
 // ErrConflict; an unknown one ErrNotFound.
 func (s *Store) RevokeChain(ctx context.Context, chainID, reason string) (*RevokeResult, error) {
 	var res *RevokeResult
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var pk int64
 		var status Status
-		if err := tx.QueryRow(ctx, `SELECT id, status FROM chain_executions WHERE chain_id = $1`, chainID).Scan(&pk, &status); err != nil {
+		// Locked, so that the chain cannot end between this check and the revoke.
+		if err := tx.QueryRow(ctx, `SELECT id, status FROM chain_executions WHERE chain_id = $1 FOR UPDATE`, chainID).Scan(&pk, &status); err != nil {
 			return notFound(err)
 		}
 		if status.Terminal() {
@@ -703,16 +706,15 @@ func (s *Store) RevokeChain(ctx context.Context, chainID, reason string) (*Revok
 // batch itself (REVOKED). Revoking an ended batch is ErrConflict.
 func (s *Store) RevokeBatch(ctx context.Context, batchID, reason string) (*RevokeResult, error) {
 	var res *RevokeResult
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var pk int64
 		var status Status
-		if err := tx.QueryRow(ctx, `SELECT id, status FROM batch_executions WHERE batch_id = $1`, batchID).Scan(&pk, &status); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT id, status FROM batch_executions WHERE batch_id = $1 FOR UPDATE`, batchID).Scan(&pk, &status); err != nil {
 			return notFound(err)
 		}
 		if status.Terminal() {
 			return fmt.Errorf("batch is already %s: %w", status, ErrConflict)
 		}
-		// Tasks first (lock order: tasks, chains, chunks, batch) ...
 		var err error
 		res, err = s.revoke(ctx, tx, `t.chain_execution_id IN (SELECT id FROM chain_executions WHERE batch_execution_id = $1)`,
 			`c.batch_execution_id = $1`, pk, reason, pk)
@@ -731,11 +733,36 @@ func (s *Store) RevokeBatch(ctx context.Context, batchID, reason string) (*Revok
 	return res, nil
 }
 
+// revoke ends the chains chainWhere selects (REVOKED, counted as failed in
+// their chunks and batch) and then their live tasks. Chains go first: the
+// task statement then runs with a newer snapshot (READ COMMITTED), so a
+// next task that a concurrent commit inserted for one of these chains is
+// revoked too, not left PENDING under a REVOKED chain. Callers retry on
+// deadlock (revoke takes chains then tasks, commits take tasks then chains).
 func (s *Store) revoke(ctx context.Context, tx pgx.Tx, taskWhere, chainWhere string, pk int64, reason string, revokedBatch int64) (*RevokeResult, error) {
 	now := s.now()
 	msg := revokeMessage(reason)
 	res := &RevokeResult{}
 	rows, err := tx.Query(ctx, `
+		UPDATE chain_executions c SET status = 'REVOKED', finished_at = $2, error_message = $3, updated_at = $2
+		WHERE `+chainWhere+` AND c.status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
+		RETURNING coalesce(c.batch_execution_id, 0), c.chunk_index`, pk, now, msg)
+	if err != nil {
+		return nil, fmt.Errorf("revoke chains: %w", err)
+	}
+	var ended []endedChain
+	var batchPK int64
+	var chunk int
+	if _, err := pgx.ForEachRow(rows, []any{&batchPK, &chunk}, func() error {
+		res.Chains++
+		if batchPK != 0 {
+			ended = append(ended, endedChain{batchPK, chunk, false})
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("revoke chains: %w", err)
+	}
+	rows, err = tx.Query(ctx, `
 		UPDATE task_logs t SET status = 'REVOKED', finished_at = $2, error = left($3, 512), lease_expires_at = NULL, updated_at = $2
 		FROM (SELECT id, status AS old FROM task_logs t WHERE `+taskWhere+`
 			AND status IN ('PENDING', 'RETRY', 'STARTED', 'RUNNING') ORDER BY id FOR UPDATE) o
@@ -755,25 +782,6 @@ func (s *Store) revoke(ctx context.Context, tx pgx.Tx, taskWhere, chainWhere str
 	}); err != nil {
 		return nil, fmt.Errorf("revoke tasks: %w", err)
 	}
-	rows, err = tx.Query(ctx, `
-		UPDATE chain_executions c SET status = 'REVOKED', finished_at = $2, error_message = $3, updated_at = $2
-		WHERE `+chainWhere+` AND c.status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
-		RETURNING coalesce(c.batch_execution_id, 0), c.chunk_index`, pk, now, msg)
-	if err != nil {
-		return nil, fmt.Errorf("revoke chains: %w", err)
-	}
-	var ended []endedChain
-	var batchPK int64
-	var chunk int
-	if _, err := pgx.ForEachRow(rows, []any{&batchPK, &chunk}, func() error {
-		res.Chains++
-		if batchPK != 0 {
-			ended = append(ended, endedChain{batchPK, chunk, false})
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("revoke chains: %w", err)
-	}
 	if _, _, err := s.endChains(ctx, tx, ended, now, revokedBatch, msg); err != nil {
 		return nil, err
 	}
@@ -781,6 +789,18 @@ func (s *Store) revoke(ctx context.Context, tx pgx.Tx, taskWhere, chainWhere str
 		return nil, err
 	}
 	return res, nil
+}
+
+// inTx runs fn in a transaction, again (up to five times) when it fails
+// with a deadlock or serialization error.
+func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, s.pool, fn)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") {
+			return err
+		}
+	}
 }
 
 func revokeMessage(reason string) string {
