@@ -22,8 +22,10 @@ build: ## build bin/docpipe
 run: deps build ## build, then process the sample documents into out/ (workbooks + summary)
 	./$(BIN) process scripts/samples -o out
 
-# Tesseract's OpenMP threads fight the stage's own workers: one each.
+# Tesseract's OpenMP threads fight the stage's own workers: one each; and
+# glibc's per-thread arenas inflate RSS under cgo (docpipe sets both itself).
 test: export OMP_THREAD_LIMIT := 1
+test: export MALLOC_ARENA_MAX := 2
 test: deps ## go vet, then every test with the race detector
 	$(GO) vet ./...
 	$(GO) test -race ./...
@@ -34,5 +36,6 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) tool staticcheck ./...
 
 bench: export OMP_THREAD_LIMIT := 1
+bench: export MALLOC_ARENA_MAX := 2
 bench: deps ## benchmarks, benchstat-friendly (BENCH=regexp COUNT=n)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(COUNT) ./...

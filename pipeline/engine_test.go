@@ -138,3 +138,43 @@ func fmtBatch(b *tracking.Batch) string {
 	return fmt.Sprintf("%s images %d/%d failed %d chunks %d/%d failed %d error %q final %s",
 		b.Status, b.CompletedImages, b.TotalImages, b.FailedImages, b.CompletedChunks, b.TotalChunks, b.FailedChunks, b.ErrorMessage, b.FinalResult)
 }
+
+// TestChunksAreClaimedAndCommittedTogether: with one worker that takes one
+// task at a time, every stage still claims a chunk's tasks in one statement
+// and commits them in one transaction (tasks of one claim share started_at,
+// of one commit finished_at: both are the statement's clock reading).
+func TestChunksAreClaimedAndCommittedTogether(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	e := engineFor(t, store, 1, noop, func(c *pipeline.Config) {
+		for i := range c.Stages {
+			c.Stages[i].Prefetch = 1
+		}
+	})
+	start(t, e)
+	b := submit(t, store, 20, 5, nil)
+	waitBatch(t, pool, store, b.BatchID, time.Minute)
+	rows, err := pool.Query(context.Background(), `
+		SELECT c.chunk_index, t.task_name, count(DISTINCT t.started_at), count(DISTINCT t.finished_at), count(*)
+		FROM task_logs t JOIN chain_executions c ON c.id = t.chain_execution_id
+		GROUP BY 1, 2 ORDER BY 1, 2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := 0
+	for rows.Next() {
+		var chunk, starts, ends, n int
+		var stage string
+		if err := rows.Scan(&chunk, &stage, &starts, &ends, &n); err != nil {
+			t.Fatal(err)
+		}
+		groups++
+		if n != 5 || starts != 1 || ends != 1 {
+			t.Errorf("chunk %d %s: %d tasks in %d claims and %d commits; want 5 in 1 and 1", chunk, stage, n, starts, ends)
+		}
+	}
+	if groups != 16 {
+		t.Fatalf("%d chunk×stage groups, want 16", groups)
+	}
+	checkInvariants(t, pool)
+}

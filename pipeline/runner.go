@@ -16,9 +16,9 @@ import (
 // runner runs one stage: claimer → jobs channel → workers → results
 // channel → committer.
 type runner struct {
-	e        *Engine
-	cfg      StageConfig
-	capacity int // most tasks claimed and not yet committed
+	e       *Engine
+	cfg     StageConfig
+	hardCap int // most tasks claimed and not yet committed
 
 	wakeCh   chan struct{} // a claim may find work
 	slotCh   chan struct{} // capacity was freed
@@ -58,14 +58,25 @@ type result struct {
 	err    error
 }
 
+// newRunner sizes the stage's channels. The jobs channel holds Prefetch
+// claimed tasks waiting for a worker: the claimer claims when it has room,
+// so that workers never wait for a claim, and a whole chunk may be claimed
+// even when it is larger (the claimer then waits until workers take it).
 func newRunner(e *Engine, sc StageConfig) *runner {
-	capacity := sc.Workers + sc.Prefetch
 	return &runner{
-		e: e, cfg: sc, capacity: capacity,
+		e: e, cfg: sc, hardCap: 4 * (sc.Workers + sc.Prefetch),
 		wakeCh:  make(chan struct{}, 1),
 		slotCh:  make(chan struct{}, 1),
-		jobs:    make(chan *work, capacity),
-		results: make(chan *result, capacity),
+		jobs:    make(chan *work, sc.Prefetch),
+		results: make(chan *result, sc.Workers+sc.Prefetch),
+	}
+}
+
+// signalSlot tells the claimer that there may be room for another claim.
+func (r *runner) signalSlot() {
+	select {
+	case r.slotCh <- struct{}{}:
+	default:
 	}
 }
 
@@ -81,10 +92,7 @@ func (r *runner) freed(n int) {
 		return
 	}
 	r.e.obs.Inflight(r.cfg.Stage, int(r.inflight.Add(-int64(n))))
-	select {
-	case r.slotCh <- struct{}{}:
-	default:
-	}
+	r.signalSlot()
 }
 
 // run owns the stage's goroutines and returns when all have ended.
@@ -115,7 +123,13 @@ func (r *runner) claim(ctx, workCtx context.Context) {
 			return
 		default:
 		}
-		free := r.capacity - int(r.inflight.Load())
+		// Room: free places in the queue of claimed tasks waiting for a
+		// worker, unless finished tasks waiting for their chunk's commit
+		// have piled up to the hard cap.
+		free := cap(r.jobs) - len(r.jobs)
+		if int(r.inflight.Load()) >= r.hardCap {
+			free = 0
+		}
 		n := min(free, r.e.cfg.ClaimMax)
 		got := 0
 		if n > 0 {
@@ -161,9 +175,9 @@ func (r *runner) claim(ctx, workCtx context.Context) {
 	}
 }
 
-// dispatch groups claimed tasks by chunk and hands them to the workers.
-// The jobs channel has room for the whole capacity, so this never blocks
-// for long.
+// dispatch groups claimed tasks by chunk and hands them to the workers. A
+// claim larger than the queue's room (a whole chunk) blocks here until the
+// workers take it; the tasks' leases are renewed meanwhile.
 func (r *runner) dispatch(claimed []tracking.Claimed, workCtx context.Context) {
 	type key struct {
 		batch int64
@@ -196,6 +210,7 @@ func (r *runner) dispatch(claimed []tracking.Claimed, workCtx context.Context) {
 // claiming stopped are handed back without running.
 func (r *runner) work(claimCtx, workCtx context.Context) {
 	for w := range r.jobs {
+		r.signalSlot()
 		if claimCtx.Err() != nil || w.ctx.Err() != nil {
 			r.results <- r.interrupted(w)
 			continue

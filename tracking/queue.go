@@ -40,22 +40,35 @@ type Claimed struct {
 	Input       json.RawMessage // the chain's input_data
 }
 
-// claimSQL leases up to $3 claimable tasks of stage $1: the oldest first,
-// skipping rows other claimers hold. Claiming counts the attempt, so an
-// attempt that crashes its process is counted too. The first task of a
-// chain moves the chain, and its batch, from PENDING to STARTED.
+// claimSQL leases claimable tasks of stage $1 by whole chunks: it picks up
+// to $3 of the oldest, skipping rows other claimers hold, then adds the
+// other claimable tasks of the picked tasks' chunks (same batch, chunk and
+// stage), so that a chunk's tasks are claimed — and then committed —
+// together. Claiming counts the attempt, so an attempt that crashes its
+// process is counted too. The first task of a chain moves the chain, and
+// its batch, from PENDING to STARTED.
 const claimSQL = `
 WITH picked AS (
-	SELECT id FROM task_logs
+	SELECT id, chain_execution_id FROM task_logs
 	WHERE task_name = $1 AND status IN ('PENDING', 'RETRY') AND run_after <= $2
 	ORDER BY run_after, id
 	LIMIT $3
 	FOR UPDATE SKIP LOCKED
+), chunks AS (
+	SELECT DISTINCT c.batch_id, c.chunk_index FROM picked p JOIN chain_executions c ON c.id = p.chain_execution_id
+	WHERE c.batch_id IS NOT NULL
+), mates AS (
+	SELECT t.id FROM chunks k
+	JOIN chain_executions c ON c.batch_id = k.batch_id AND c.chunk_index = k.chunk_index
+	JOIN task_logs t ON t.chain_execution_id = c.id
+	WHERE t.status IN ('PENDING', 'RETRY') AND t.task_name = $1 AND t.run_after <= $2
+		AND t.id NOT IN (SELECT id FROM picked)
+	FOR UPDATE OF t SKIP LOCKED
 ), claimed AS (
 	UPDATE task_logs t
 	SET status = 'STARTED', attempt = t.attempt + 1, started_at = $2, finished_at = NULL,
 		lease_expires_at = $4, owner = $5, updated_at = $2
-	FROM picked WHERE t.id = picked.id
+	FROM (SELECT id FROM picked UNION ALL SELECT id FROM mates) p WHERE t.id = p.id
 	RETURNING t.id, t.task_id, t.stage_index, t.attempt, t.max_attempts, t.chain_execution_id, t.batch_execution_id
 ), started_chains AS (
 	UPDATE chain_executions c SET status = 'STARTED', started_at = $2, updated_at = $2
@@ -72,8 +85,10 @@ LEFT JOIN chain_executions c ON c.id = cl.chain_execution_id
 LEFT JOIN batch_executions b ON cl.chain_execution_id IS NULL AND b.id = cl.batch_execution_id
 ORDER BY cl.id`
 
-// Claim leases up to limit claimable tasks of stage to owner until
-// now+lease. It holds row locks only for the statement.
+// Claim leases claimable tasks of stage to owner until now+lease: up to
+// limit of them, plus the rest of their chunks (so it may return more than
+// limit, by less than a chunk per chunk it touched). It holds row locks
+// only for the statement.
 func (s *Store) Claim(ctx context.Context, stage Stage, owner string, limit int, lease time.Duration) ([]Claimed, error) {
 	now := s.now()
 	rows, err := s.pool.Query(ctx, claimSQL, string(stage), now, limit, now.Add(lease), owner)
