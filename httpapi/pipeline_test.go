@@ -56,7 +56,7 @@ func TestChainStatus(t *testing.T) {
 	}{
 		{"chain_id", id},
 		{"chain_name", tracking.DefaultWorkflow},
-		{"status", "RUNNING"},
+		{"status", "STARTED"}, // a chain stays STARTED until it ends
 		{"progress", 0.25},
 		{"total_tasks", 4.0},
 		{"completed_tasks", 1.0},

@@ -249,7 +249,8 @@ func TestQueueCollectorRealDatabase(t *testing.T) {
 	for i := range chains {
 		chains[i].Input.ImagePath = "/img/" + string(rune('a'+i)) + ".png"
 	}
-	if _, err := store.CreateBatch(ctx, tracking.NewBatch{Name: "metrics", Chains: chains}); err != nil {
+	// Chunks of one image, so that a claim of one task takes no chunk-mates.
+	if _, err := store.CreateBatch(ctx, tracking.NewBatch{Name: "metrics", ChunkSize: 1, Chains: chains}); err != nil {
 		t.Fatal(err)
 	}
 	claimed, err := store.Claim(ctx, tracking.StageOCR, "test", 1, time.Minute)
