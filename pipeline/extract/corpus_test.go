@@ -22,7 +22,7 @@ import (
 var (
 	update    = flag.Bool("update", false, "regenerate testdata/corpus fixtures by running tesseract on the corpus")
 	updateCLI = flag.Bool("update-cli", false, "with -update: use the tesseract CLI (TSV) instead of the OCR stage's client")
-	corpusDir = flag.String("corpus", "/work/shared/corpus", "directory of the DEV OCR corpus (used with -update)")
+	corpusDir = flag.String("corpus", filepath.Join("..", "..", "..", "shared", "corpus"), "directory of the DEV OCR corpus (used with -update)")
 )
 
 // corpusFixture is one testdata/corpus/*.json file: the corpus ground truth
