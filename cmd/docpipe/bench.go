@@ -306,7 +306,7 @@ func (b *bench) soak(ctx context.Context, tw *tabwriter.Writer) error {
 		return err
 	}
 	fmt.Fprintf(b.out, "soak: %d chains/s for %s\n", b.cfg.SoakRate, b.cfg.Soak)
-	fmt.Fprintf(b.out, "  %6s  %10s  %10s  %12s\n", "min", "task_logs", "dead", "claimable")
+	fmt.Fprintf(b.out, "  %6s  %10s  %10s  %10s  %12s  %10s\n", "min", "task_logs", "live rows", "dead", "claimable", "claim idx")
 	for time.Since(start) < b.cfg.Soak {
 		select {
 		case <-ctx.Done():
@@ -322,7 +322,7 @@ func (b *bench) soak(ctx context.Context, tw *tabwriter.Writer) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(b.out, "  %6.0f  %10s  %10d  %12d\n", time.Since(start).Minutes(), mb(st.size), st.dead, st.claimable)
+			fmt.Fprintf(b.out, "  %6.0f  %10s  %10d  %10d  %12d  %10s\n", time.Since(start).Minutes(), mb(st.size), st.live, st.dead, st.claimable, mb(st.claimIdx))
 		}
 	}
 	if err := waitAllEnded(ctx, b.pool); err != nil {
@@ -406,15 +406,16 @@ func ms(sec float64) string { return fmt.Sprintf("%.2f ms", sec*1000) }
 func mb(b int64) string     { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
 
 type stats struct {
-	size, claimIdx  int64
-	dead, claimable int64
+	size, claimIdx        int64
+	live, dead, claimable int64
 }
 
 func tableStats(ctx context.Context, pool *pgxpool.Pool) (stats, error) {
 	var s stats
 	err := pool.QueryRow(ctx, `SELECT pg_total_relation_size('task_logs'), pg_relation_size('task_logs_claimable_idx'),
+		coalesce((SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'task_logs'), 0),
 		coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'task_logs'), 0),
-		(SELECT count(*) FROM task_logs WHERE status IN ('PENDING', 'RETRY'))`).Scan(&s.size, &s.claimIdx, &s.dead, &s.claimable)
+		(SELECT count(*) FROM task_logs WHERE status IN ('PENDING', 'RETRY'))`).Scan(&s.size, &s.claimIdx, &s.live, &s.dead, &s.claimable)
 	if err != nil {
 		return s, fmt.Errorf("table stats: %w", err)
 	}
