@@ -178,3 +178,26 @@ func TestChunksAreClaimedAndCommittedTogether(t *testing.T) {
 	}
 	checkInvariants(t, pool)
 }
+
+// TestNoPollNeeded: with the poll effectively off and no listener, an
+// engine still drains a queued batch: after a claim that found work (a
+// whole chunk may be more than it asked for) it claims again at once, and
+// each commit wakes the next stage.
+func TestNoPollNeeded(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	b := submit(t, store, 40, 5, nil)
+	e := engineFor(t, store, 1, noop, func(c *pipeline.Config) {
+		c.PollInterval = time.Hour
+		c.Notifications = nil
+		for i := range c.Stages {
+			c.Stages[i].Prefetch = 1
+		}
+	})
+	start(t, e)
+	b = waitBatch(t, pool, store, b.BatchID, 30*time.Second)
+	if b.Status != tracking.StatusSuccess {
+		t.Fatalf("batch %s", fmtBatch(b))
+	}
+	checkInvariants(t, pool)
+}

@@ -156,8 +156,8 @@ func (r *runner) claim(ctx, workCtx context.Context) {
 				r.dispatch(claimed, workCtx)
 			}
 		}
-		if got > 0 && got == n {
-			continue // there may be more waiting
+		if got > 0 && got >= n {
+			continue // there may be more waiting (a claim can exceed n: it completes chunks)
 		}
 		// Wait for work (a wake-up or the poll) or, when full, for capacity.
 		var slot <-chan struct{}
