@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -139,23 +140,55 @@ func fmtBatch(b *tracking.Batch) string {
 		b.Status, b.CompletedImages, b.TotalImages, b.FailedImages, b.CompletedChunks, b.TotalChunks, b.FailedChunks, b.ErrorMessage, b.FinalResult)
 }
 
+// claimSizes is an Observer that records how many tasks each claim took.
+type claimSizes struct {
+	mu    sync.Mutex
+	sizes map[tracking.Stage][]int
+}
+
+func (c *claimSizes) Claimed(st tracking.Stage, n int, _ time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sizes[st] = append(c.sizes[st], n)
+}
+func (*claimSizes) TaskDone(tracking.Stage, tracking.Status, time.Duration) {}
+func (*claimSizes) Committed(tracking.Stage, int, time.Duration)            {}
+func (*claimSizes) Inflight(tracking.Stage, int)                            {}
+func (*claimSizes) Rescued(int)                                             {}
+func (*claimSizes) DBError(string)                                          {}
+
 // TestChunksAreClaimedAndCommittedTogether: with one worker that takes one
 // task at a time, every stage still claims a chunk's tasks in one statement
-// and commits them in one transaction (tasks of one claim share started_at,
-// of one commit finished_at: both are the statement's clock reading).
+// and commits them in one transaction (tasks of one commit share
+// updated_at, the statement's clock reading).
 func TestChunksAreClaimedAndCommittedTogether(t *testing.T) {
 	pool := newPool(t)
 	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	obs := &claimSizes{sizes: map[tracking.Stage][]int{}}
 	e := engineFor(t, store, 1, noop, func(c *pipeline.Config) {
+		c.Observer = obs
 		for i := range c.Stages {
 			c.Stages[i].Prefetch = 1
 		}
 	})
-	start(t, e)
+	stop := start(t, e)
 	b := submit(t, store, 20, 5, nil)
 	waitBatch(t, pool, store, b.BatchID, time.Minute)
+	stop()
+	for _, st := range tracking.DocumentStages {
+		total := 0
+		for _, n := range obs.sizes[st] {
+			if n%5 != 0 {
+				t.Errorf("%s: a claim took %d tasks, not whole chunks of 5 (claims %v)", st, n, obs.sizes[st])
+			}
+			total += n
+		}
+		if total != 20 {
+			t.Errorf("%s: claims took %d tasks, want 20", st, total)
+		}
+	}
 	rows, err := pool.Query(context.Background(), `
-		SELECT c.chunk_index, t.task_name, count(DISTINCT t.started_at), count(DISTINCT t.finished_at), count(*)
+		SELECT c.chunk_index, t.task_name, count(DISTINCT t.updated_at), count(*)
 		FROM task_logs t JOIN chain_executions c ON c.id = t.chain_execution_id
 		GROUP BY 1, 2 ORDER BY 1, 2`)
 	if err != nil {
@@ -163,14 +196,14 @@ func TestChunksAreClaimedAndCommittedTogether(t *testing.T) {
 	}
 	groups := 0
 	for rows.Next() {
-		var chunk, starts, ends, n int
+		var chunk, ends, n int
 		var stage string
-		if err := rows.Scan(&chunk, &stage, &starts, &ends, &n); err != nil {
+		if err := rows.Scan(&chunk, &stage, &ends, &n); err != nil {
 			t.Fatal(err)
 		}
 		groups++
-		if n != 5 || starts != 1 || ends != 1 {
-			t.Errorf("chunk %d %s: %d tasks in %d claims and %d commits; want 5 in 1 and 1", chunk, stage, n, starts, ends)
+		if n != 5 || ends != 1 {
+			t.Errorf("chunk %d %s: %d tasks in %d commits; want 5 in 1", chunk, stage, n, ends)
 		}
 	}
 	if groups != 16 {
@@ -198,6 +231,41 @@ func TestNoPollNeeded(t *testing.T) {
 	b = waitBatch(t, pool, store, b.BatchID, 30*time.Second)
 	if b.Status != tracking.StatusSuccess {
 		t.Fatalf("batch %s", fmtBatch(b))
+	}
+	checkInvariants(t, pool)
+}
+
+// TestStartedAtIsWhenTheWorkerBegan: a task claimed with its chunk waits
+// for the one worker, and the chunk commits when its last task ends; yet
+// started_at and finished_at are when the worker began and ended it (SPEC:
+// STARTED means began), so finished_at - started_at is the stage's own
+// duration.
+func TestStartedAtIsWhenTheWorkerBegan(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	const work = 100 * time.Millisecond
+	slow := func(ctx context.Context, j *pipeline.Job) (*pipeline.Output, error) {
+		if j.Stage == tracking.StageOCR {
+			time.Sleep(work)
+		}
+		return noop(ctx, j)
+	}
+	start(t, engineFor(t, store, 1, slow, func(c *pipeline.Config) {
+		for i := range c.Stages {
+			c.Stages[i].Prefetch = 1
+		}
+	}))
+	b := submit(t, store, 5, 5, nil)
+	waitBatch(t, pool, store, b.BatchID, time.Minute)
+	var longest float64
+	if err := pool.QueryRow(context.Background(), `SELECT max(extract(epoch FROM finished_at - started_at))
+		FROM task_logs WHERE task_name = $1`, string(tracking.StageOCR)).Scan(&longest); err != nil {
+		t.Fatal(err)
+	}
+	// Claimed together, run one after another, committed together: from
+	// claim to commit, every task would have taken 5 × 100 ms.
+	if time.Duration(longest*float64(time.Second)) > 3*work {
+		t.Fatalf("an OCR task lasted %.0f ms from started_at: started_at is the claim, not the start", longest*1000)
 	}
 	checkInvariants(t, pool)
 }

@@ -51,11 +51,13 @@ const (
 )
 
 type result struct {
-	w      *work
-	kind   resultKind
-	out    *Output
-	result json.RawMessage
-	err    error
+	w       *work
+	kind    resultKind
+	out     *Output
+	result  json.RawMessage
+	err     error
+	started time.Time // when the worker began it (zero if it never ran)
+	ended   time.Time // when the worker finished it
 }
 
 // newRunner sizes the stage's channels. The jobs channel holds Prefetch
@@ -253,6 +255,7 @@ func (r *runner) execute(w *work) (res *result) {
 			job.Logger.Error("stage panicked", "panic", p, "stack", string(debug.Stack()))
 			res = &result{w: w, kind: kindDone, err: fmt.Errorf("stage panicked: %v", p)}
 		}
+		res.started, res.ended = start, time.Now()
 		status := tracking.StatusSuccess
 		if res.err != nil {
 			status = tracking.StatusFailure
@@ -365,7 +368,7 @@ func (r *runner) record(ctx context.Context, results []*result) {
 }
 
 func (r *runner) outcome(res *result) tracking.Outcome {
-	o := tracking.Outcome{Task: &res.w.c, Err: res.err, Result: res.result}
+	o := tracking.Outcome{Task: &res.w.c, Err: res.err, Result: res.result, StartedAt: res.started, FinishedAt: res.ended}
 	if res.out != nil {
 		o.OCR = res.out.OCR
 	}

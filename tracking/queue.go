@@ -119,6 +119,11 @@ type Outcome struct {
 	// RetryAt is when a failed, retryable attempt runs again; zero means
 	// now + Backoff(attempt).
 	RetryAt time.Time
+	// StartedAt and FinishedAt are when a worker began and ended the
+	// attempt: started_at replaces the claim time (a claimed task may wait
+	// for a worker) and finished_at is not the commit time (a chunk commits
+	// when its last task ends). Zero keeps the claim and commit times.
+	StartedAt, FinishedAt time.Time
 }
 
 // final reports whether a failed outcome ends the task for good.
@@ -163,10 +168,11 @@ func (s *Store) Complete(ctx context.Context, outcomes []Outcome) (*CommitResult
 // ids keep the task_id index append-only). It returns one row per applied task.
 const succeedSQL = `
 WITH u AS (
-	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $5::text[]) AS u(id, attempt, result, next_id)
+	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $5::text[], $6::timestamptz[], $7::timestamptz[]) AS u(id, attempt, result, next_id, started, finished)
 ), t AS (
 	UPDATE task_logs t
-	SET status = 'SUCCESS', finished_at = $4, result = u.result::jsonb, error = NULL, lease_expires_at = NULL, updated_at = $4
+	SET status = 'SUCCESS', started_at = coalesce(u.started, t.started_at), finished_at = coalesce(u.finished, $4), result = u.result::jsonb,
+		error = NULL, lease_expires_at = NULL, updated_at = $4
 	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
 	RETURNING t.id, t.chain_execution_id, t.batch_execution_id, t.stage_index, t.max_attempts, t.result, u.next_id
 ), ch AS (
@@ -195,13 +201,14 @@ FROM t LEFT JOIN ch ON ch.id = t.chain_execution_id`
 // and fails the chains of tasks that failed for good.
 const failSQL = `
 WITH u AS (
-	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bool[], $5::timestamptz[]) AS u(id, attempt, err, final, run_after)
+	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bool[], $5::timestamptz[], $7::timestamptz[], $8::timestamptz[]) AS u(id, attempt, err, final, run_after, started, finished)
 ), t AS (
 	UPDATE task_logs t
 	SET status = CASE WHEN u.final THEN 'FAILURE' ELSE 'RETRY' END,
+		started_at = coalesce(u.started, t.started_at),
 		retries = t.retries + CASE WHEN u.final THEN 0 ELSE 1 END,
 		error = left(u.err, 512),
-		finished_at = CASE WHEN u.final THEN $6::timestamptz END,
+		finished_at = CASE WHEN u.final THEN coalesce(u.finished, $6::timestamptz) END,
 		run_after = u.run_after, lease_expires_at = NULL, updated_at = $6
 	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
 	RETURNING t.id, t.chain_execution_id, t.task_name, u.final, u.err
@@ -258,6 +265,8 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		sIDs, fIDs, bIDs     []int64
 		sAtt, fAtt, bAtt     []int32
 		sRes, sNext          []string
+		sStart, fStart       []*time.Time
+		sEnd, fEnd           []*time.Time
 		fErr                 []string
 		fFinal, bFinal       []bool
 		fRunAfter, bRunAfter []time.Time
@@ -287,12 +296,14 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			sAtt = append(sAtt, int32(o.Task.Attempt))
 			sRes = append(sRes, string(resultOrNull(o.Result)))
 			sNext = append(sNext, NewID())
+			sStart, sEnd = append(sStart, timeOrNil(o.StartedAt)), append(sEnd, timeOrNil(o.FinishedAt))
 		} else {
 			fIDs = append(fIDs, o.Task.ID)
 			fAtt = append(fAtt, int32(o.Task.Attempt))
 			fErr = append(fErr, truncate(o.Err.Error(), MaxErrorLen))
 			fFinal = append(fFinal, o.final())
 			fRunAfter = append(fRunAfter, o.retryAt(now))
+			fStart, fEnd = append(fStart, timeOrNil(o.StartedAt)), append(fEnd, timeOrNil(o.FinishedAt))
 		}
 	}
 
@@ -300,7 +311,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 	var ended []endedChain
 	var ocrs []*OCRResult
 	if len(sIDs) > 0 {
-		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now, sNext)
+		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now, sNext, sStart, sEnd)
 		if err != nil {
 			return nil, fmt.Errorf("record successes: %w", err)
 		}
@@ -329,7 +340,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		}
 	}
 	if len(fIDs) > 0 {
-		rows, err := tx.Query(ctx, failSQL, fIDs, fAtt, fErr, fFinal, fRunAfter, now)
+		rows, err := tx.Query(ctx, failSQL, fIDs, fAtt, fErr, fFinal, fRunAfter, now, fStart, fEnd)
 		if err != nil {
 			return nil, fmt.Errorf("record failures: %w", err)
 		}
@@ -401,6 +412,13 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		return nil, err
 	}
 	return res, nil
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 func (o *Outcome) retryAt(now time.Time) time.Time {

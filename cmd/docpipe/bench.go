@@ -232,7 +232,7 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(tw, "pickup latency p50/p99\t%s / %s\tcommit of stage N to start of stage N+1, %d chains at %d/s (target <= 5 ms / 25 ms)\n",
+	fmt.Fprintf(tw, "pickup latency p50/p99\t%s / %s\tstage N's end to stage N+1's start, commit included, %d chains at %d/s (target <= 5 ms / 25 ms)\n",
 		ms(pick[0]), ms(pick[1]), submitted, b.cfg.LowRate)
 	lat, err = percentiles(ctx, b.pool, `SELECT extract(epoch FROM finished_at - created_at) FROM chain_executions WHERE status = 'SUCCESS'`)
 	if err != nil {
