@@ -237,3 +237,18 @@ func (s *Store) QueueDepth(ctx context.Context) (map[Stage][2]int, error) {
 	}
 	return out, nil
 }
+
+// BatchCounts returns how many batches are in each status.
+func (s *Store) BatchCounts(ctx context.Context) (map[Status]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT status, count(*) FROM batch_executions GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("batch counts: %w", err)
+	}
+	out := map[Status]int{}
+	var st string
+	var n int
+	if _, err := pgx.ForEachRow(rows, []any{&st, &n}, func() error { out[Status(st)] = n; return nil }); err != nil {
+		return nil, fmt.Errorf("batch counts: %w", err)
+	}
+	return out, nil
+}

@@ -78,7 +78,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
-	reg.MustRegister(metrics.NewQueueCollector(metrics.QueueOptions{Depth: store.QueueDepth}))
+	reg.MustRegister(metrics.NewQueueCollector(metrics.QueueOptions{Depth: store.QueueDepth, Batches: store.BatchCounts}))
 
 	var engine *pipeline.Engine
 	if len(stages) > 0 {

@@ -187,6 +187,7 @@ func TestServeEndToEnd(t *testing.T) {
 	for _, want := range []string{
 		`docpipe_tasks_total{stage="pipeline.ocr_stage",status="SUCCESS"} 1`,
 		`docpipe_queue_waiting{stage="pipeline.ocr_stage"} 0`,
+		`docpipe_batches{status="SUCCESS"} 1`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(string(m), want) {
