@@ -158,6 +158,9 @@ func (c *common) openDatabase(ctx context.Context, log *slog.Logger, maxConns in
 			return nil, fmt.Errorf("data directory: %w", err)
 		}
 		cl, err := pglocal.Start(ctx, pglocal.Options{Dir: filepath.Join(c.DataDir, "postgres"), Fast: fast, Logger: log})
+		if errors.Is(err, pglocal.ErrInUse) {
+			return nil, fmt.Errorf("the private PostgreSQL in %s is in use by another docpipe process: give this one its own -data-dir, or run PostgreSQL yourself and point every docpipe at it with DATABASE_URL", c.DataDir)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("start private PostgreSQL: %w", err)
 		}
