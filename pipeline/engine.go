@@ -26,7 +26,8 @@ type Queue interface {
 }
 
 // Notifications is a source of LISTEN/NOTIFY messages from other processes.
-// Listen runs until ctx ends, calling wake for WakeChannel payloads and
+// Listen runs until ctx ends, calling wake for WakeChannel payloads (and
+// wake("") — every stage — whenever it starts listening, to catch up) and
 // revoke for RevokeChannel payloads; it reconnects by itself.
 type Notifications interface {
 	Listen(ctx context.Context, wake func(tracking.Stage), revoke func([]int64)) error
@@ -149,8 +150,15 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Owner() string { return e.cfg.Owner }
 
 // Wake tells the stage's claimer that tasks may be waiting (e.g. after a
-// submission in this process). Unknown stages are ignored.
+// submission in this process); "" wakes every stage. Unknown stages are
+// ignored.
 func (e *Engine) Wake(stage tracking.Stage) {
+	if stage == "" {
+		for _, r := range e.runners {
+			r.wake()
+		}
+		return
+	}
 	if r := e.runners[stage]; r != nil {
 		r.wake()
 	}

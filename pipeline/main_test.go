@@ -2,11 +2,13 @@ package pipeline_test
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -19,9 +21,11 @@ import (
 
 // Environment of a child engine process (the test binary re-executed).
 const (
-	envChild = "DOCPIPE_TEST_CHILD"
-	envDSN   = "DOCPIPE_TEST_CHILD_DSN"
-	envOwner = "DOCPIPE_TEST_CHILD_OWNER"
+	envChild  = "DOCPIPE_TEST_CHILD"
+	envDSN    = "DOCPIPE_TEST_CHILD_DSN"
+	envOwner  = "DOCPIPE_TEST_CHILD_OWNER"
+	envStages = "DOCPIPE_TEST_CHILD_STAGES" // comma-separated task names; empty: all
+	envNoPoll = "DOCPIPE_TEST_CHILD_NOPOLL" // "1": poll once an hour, so only NOTIFY wakes it
 )
 
 func TestMain(m *testing.M) {
@@ -53,7 +57,17 @@ func runChild() int {
 	cfg := pipeline.Config{Queue: store, Notifications: tracking.NewListener(store, nil), Owner: os.Getenv(envOwner),
 		Lease: time.Second, RescueEvery: 200 * time.Millisecond, PollInterval: 100 * time.Millisecond,
 		ShutdownTimeout: 5 * time.Second, Backoff: func(int) time.Duration { return 50 * time.Millisecond }}
+	if os.Getenv(envNoPoll) == "1" {
+		cfg.PollInterval = time.Hour
+	}
+	if os.Getenv("DOCPIPE_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("owner", cfg.Owner)
+	}
+	only := os.Getenv(envStages)
 	for _, st := range append(tracking.DocumentStages, tracking.StageSummary) {
+		if only != "" && !strings.Contains(","+only+",", ","+string(st)+",") {
+			continue
+		}
 		cfg.Stages = append(cfg.Stages, pipeline.StageConfig{Stage: st, Run: pipeline.StageFunc(sleepy), Workers: 4})
 	}
 	e, err := pipeline.New(cfg)
@@ -66,15 +80,16 @@ func runChild() int {
 	return 0
 }
 
-// startChild starts a child engine on the test's database.
-func startChild(t *testing.T, pool *pgxpool.Pool, owner string) *exec.Cmd {
+// startChild starts a child engine on the test's database, with extra
+// environment (envStages, envNoPoll) if given.
+func startChild(t *testing.T, pool *pgxpool.Pool, owner string, env ...string) *exec.Cmd {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), envChild+"=1", envDSN+"="+pool.Config().ConnString(), envOwner+"="+owner)
+	cmd.Env = append(append(os.Environ(), envChild+"=1", envDSN+"="+pool.Config().ConnString(), envOwner+"="+owner), env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -158,6 +173,36 @@ func TestTwoProcessesShareABatch(t *testing.T) {
 	t.Logf("proc-a committed %d tasks, proc-b %d", byA, byB)
 	if byA < 400 || byB < 400 || other != 0 {
 		t.Fatalf("work not split between the two processes: a=%d b=%d other=%d", byA, byB, other)
+	}
+	checkInvariants(t, pool)
+}
+
+// TestStagesSplitAcrossProcesses: one process runs only OCR, another the
+// other stages, and neither polls: every hand-off between them travels by
+// LISTEN/NOTIFY, and each stage's tasks are committed by its process only.
+func TestStagesSplitAcrossProcesses(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	rest := []string{string(tracking.StageLLM), string(tracking.StageLayout), string(tracking.StageExcel), string(tracking.StageSummary)}
+	ocrProc := startChild(t, pool, "ocr-only", envStages+"="+string(tracking.StageOCR), envNoPoll+"=1")
+	restProc := startChild(t, pool, "the-rest", envStages+"="+strings.Join(rest, ","), envNoPoll+"=1")
+	time.Sleep(500 * time.Millisecond) // both are listening
+	b := submit(t, store, 200, 10, nil)
+	b = waitBatch(t, pool, store, b.BatchID, time.Minute)
+	for _, c := range []*exec.Cmd{ocrProc, restProc} {
+		_ = c.Process.Signal(syscall.SIGTERM)
+		if err := c.Wait(); err != nil {
+			t.Errorf("graceful exit: %v", err)
+		}
+	}
+	if b.Status != tracking.StatusSuccess {
+		t.Fatalf("batch %s", fmtBatch(b))
+	}
+	var wrong int
+	pool.QueryRow(context.Background(), `SELECT count(*) FROM task_logs WHERE status = 'SUCCESS'
+		AND (task_name = $1) <> (owner = 'ocr-only')`, string(tracking.StageOCR)).Scan(&wrong)
+	if wrong != 0 {
+		t.Fatalf("%d tasks committed by the process that does not run their stage", wrong)
 	}
 	checkInvariants(t, pool)
 }

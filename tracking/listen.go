@@ -24,14 +24,14 @@ func NewListener(s *Store, log *slog.Logger) *Listener {
 
 // Listen runs until ctx ends, calling wake for every WakeChannel
 // notification from another Store (this process wakes its own stages
-// directly) and revoke for every RevokeChannel one. After a reconnect it
-// calls wake for every stage it has seen, since notifications sent while it
-// was away are lost. It returns nil when ctx ends.
+// directly) and revoke for every RevokeChannel one. Each time LISTEN takes
+// effect (at start and after a reconnect) it calls wake("") — every stage —
+// since notifications sent before then were not heard. It returns nil when
+// ctx ends.
 func (l *Listener) Listen(ctx context.Context, wake func(Stage), revoke func([]int64)) error {
-	seen := map[Stage]bool{}
 	failures := 0
 	for ctx.Err() == nil {
-		err := l.listenOnce(ctx, seen, wake, revoke, &failures)
+		err := l.listenOnce(ctx, wake, revoke, &failures)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -49,7 +49,7 @@ func (l *Listener) Listen(ctx context.Context, wake func(Stage), revoke func([]i
 	return nil
 }
 
-func (l *Listener) listenOnce(ctx context.Context, seen map[Stage]bool, wake func(Stage), revoke func([]int64), failures *int) error {
+func (l *Listener) listenOnce(ctx context.Context, wake func(Stage), revoke func([]int64), failures *int) error {
 	pc, err := l.store.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire: %w", err)
@@ -61,9 +61,7 @@ func (l *Listener) listenOnce(ctx context.Context, seen map[Stage]bool, wake fun
 		return fmt.Errorf("listen: %w", err)
 	}
 	*failures = 0
-	for st := range seen {
-		wake(st) // catch up on what was missed while disconnected
-	}
+	wake("") // catch up on whatever was notified before LISTEN took effect
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -72,7 +70,6 @@ func (l *Listener) listenOnce(ctx context.Context, seen map[Stage]bool, wake fun
 		switch n.Channel {
 		case WakeChannel:
 			st, origin := ParseWake(n.Payload)
-			seen[st] = true
 			if origin != l.store.origin {
 				wake(st)
 			}

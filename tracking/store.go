@@ -37,7 +37,9 @@ func NewStore(pool *pgxpool.Pool, opts StoreOptions) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{pool: pool, now: now, origin: NewID()[:8]}
+	// The origin must differ between processes: the random tail of an id,
+	// not its head (a UUIDv7 starts with the time).
+	return &Store{pool: pool, now: now, origin: NewID()[24:]}
 }
 
 // Pool returns the pool the Store runs on.

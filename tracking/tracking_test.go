@@ -105,3 +105,17 @@ func TestNewIDIsTimeOrderedUUIDv7(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// TestStoresHaveDistinctOrigins: two stores made at the same moment (two
+// processes starting together) must not take each other's wake-ups for
+// their own.
+func TestStoresHaveDistinctOrigins(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		st, origin := tracking.ParseWake(tracking.WakePayloadForTest(tracking.NewStore(nil, tracking.StoreOptions{}), tracking.StageOCR))
+		if st != tracking.StageOCR || origin == "" || seen[origin] {
+			t.Fatalf("stage %q origin %q (seen before: %v)", st, origin, seen[origin])
+		}
+		seen[origin] = true
+	}
+}
