@@ -113,11 +113,11 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	pool := newPool(t)
 	store := tracking.NewStore(pool, tracking.StoreOptions{})
-	b := submit(t, store, 1500, 10, nil)
+	b := submit(t, store, 3000, 10, nil)
 	const kills = 12
 	for i := range kills {
 		cmd := startChild(t, pool, "crashing-"+strconv.Itoa(i))
-		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
+		time.Sleep(time.Duration(150+rand.IntN(250)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +139,7 @@ func TestCrashRecovery(t *testing.T) {
 	if err := final.Wait(); err != nil {
 		t.Errorf("survivor did not exit cleanly: %v", err)
 	}
-	if b.Status != tracking.StatusSuccess || b.CompletedImages != 1500 {
+	if b.Status != tracking.StatusSuccess || b.CompletedImages != 3000 {
 		t.Fatalf("batch %s", fmtBatch(b))
 	}
 	var rescued int
