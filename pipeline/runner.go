@@ -145,7 +145,7 @@ func (r *runner) claim(ctx, workCtx context.Context) {
 				failures++
 				r.e.obs.DBError("claim")
 				r.e.log.Warn("claim failed; retrying", "stage", r.cfg.Stage, "err", err, "failures", failures)
-				if !sleepCtx(ctx, backoffDelay(failures)) {
+				if !sleepCtx(ctx, tracking.RetryDelay(failures)) {
 					return
 				}
 				continue
@@ -436,7 +436,7 @@ func (r *runner) complete(ctx context.Context, outcomes []tracking.Outcome) erro
 		}
 		r.e.obs.DBError("commit")
 		r.e.log.Warn("commit failed; retrying", "stage", r.cfg.Stage, "err", err, "attempt", attempt)
-		if !sleepCtx(ctx, backoffDelay(attempt)) {
+		if !sleepCtx(ctx, tracking.RetryDelay(attempt)) {
 			return ctx.Err()
 		}
 	}
@@ -457,7 +457,7 @@ func (r *runner) handBack(ctx context.Context, results []*result) {
 			r.e.log.Error("cannot hand back tasks; their leases will expire and be rescued", "stage", r.cfg.Stage, "err", err)
 			break
 		}
-		if !sleepCtx(ctx, backoffDelay(attempt)) {
+		if !sleepCtx(ctx, tracking.RetryDelay(attempt)) {
 			break
 		}
 	}
@@ -466,12 +466,6 @@ func (r *runner) handBack(ctx context.Context, results []*result) {
 		res.w.cancel(nil)
 	}
 	r.freed(len(results))
-}
-
-// backoffDelay is the wait before retrying a database operation: 100 ms
-// doubling to 5 s.
-func backoffDelay(failures int) time.Duration {
-	return min(100*time.Millisecond<<min(failures-1, 6), 5*time.Second)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -36,7 +36,7 @@ func (l *Listener) Listen(ctx context.Context, wake func(Stage), revoke func([]i
 			return nil
 		}
 		failures++
-		d := min(100*time.Millisecond<<min(failures-1, 6), 5*time.Second)
+		d := RetryDelay(failures)
 		l.log.Warn("notification connection lost; reconnecting", "err", err, "in", d)
 		t := time.NewTimer(d)
 		select {

@@ -1,6 +1,7 @@
 package tracking
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -259,7 +260,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 	// then batch rows, each in id order, so concurrent committers cannot
 	// deadlock on the rows they share.
 	sorted := slices.Clone(outcomes)
-	slices.SortFunc(sorted, func(a, b Outcome) int { return cmpInt64(a.Task.ID, b.Task.ID) })
+	slices.SortFunc(sorted, func(a, b Outcome) int { return cmp.Compare(a.Task.ID, b.Task.ID) })
 
 	var (
 		sIDs, fIDs, bIDs     []int64
@@ -435,16 +436,6 @@ func resultOrNull(b json.RawMessage) json.RawMessage {
 	return b
 }
 
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 func (s *Store) notifyStages(ctx context.Context, tx pgx.Tx, stages map[Stage]int) error {
 	for st, n := range stages {
 		if n == 0 {
@@ -522,7 +513,7 @@ func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, no
 		return nil, nil, nil
 	}
 	slices.SortFunc(ended, func(a, b endedChain) int {
-		if c := cmpInt64(a.batchPK, b.batchPK); c != 0 {
+		if c := cmp.Compare(a.batchPK, b.batchPK); c != 0 {
 			return c
 		}
 		return a.chunk - b.chunk

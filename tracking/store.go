@@ -95,6 +95,12 @@ func Backoff(attempt int) time.Duration {
 	return time.Duration(float64(d) * jitter)
 }
 
+// RetryDelay is how long to wait before trying a database operation again
+// after failures consecutive failures: 100 ms, doubling, at most 5 s.
+func RetryDelay(failures int) time.Duration {
+	return min(100*time.Millisecond<<min(max(failures, 1)-1, 6), 5*time.Second)
+}
+
 // IsTransient reports whether err is a failure of the connection or the
 // server (not of the statement), after which the same work may succeed
 // once the database is back.

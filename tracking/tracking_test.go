@@ -119,3 +119,15 @@ func TestStoresHaveDistinctOrigins(t *testing.T) {
 		seen[origin] = true
 	}
 }
+
+func TestRetryDelay(t *testing.T) {
+	tests := []struct {
+		failures int
+		want     time.Duration
+	}{{0, 100 * time.Millisecond}, {1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {6, 3200 * time.Millisecond}, {7, 5 * time.Second}, {100, 5 * time.Second}}
+	for _, tt := range tests {
+		if got := tracking.RetryDelay(tt.failures); got != tt.want {
+			t.Errorf("RetryDelay(%d) = %s, want %s", tt.failures, got, tt.want)
+		}
+	}
+}
