@@ -98,6 +98,12 @@ func waitBatch(t testing.TB, pool *pgxpool.Pool, store *tracking.Store, batchID 
 				t.Fatal(err)
 			}
 			if open == 0 {
+				// Read it again: its on_finish task may have ended (and set
+				// final_result) between the two queries.
+				b, err = store.Batch(context.Background(), batchID)
+				if err != nil {
+					t.Fatal(err)
+				}
 				return b
 			}
 		}
