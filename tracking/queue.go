@@ -25,6 +25,19 @@ const (
 	RevokeChannel = "docpipe_revoke"
 )
 
+// Plan shapes. A statement that works on rows it names (by id, by chain,
+// by chunk) must reach them through that key whatever the statistics say:
+// task statuses churn far faster than ANALYZE sees them, and a plan built
+// on a stale count once made every claim scan every queued task (42 ms to
+// claim 10 with 15,000 waiting), and a commit compare every pair of its
+// tasks. So in those statements only the intended key is written in a
+// form an index can serve: the other conditions on the row are written so
+// that no index matches them (a status as NOT IN the other statuses,
+// which the CHECK constraint makes equivalent; a name as IS NOT DISTINCT
+// FROM), ids come as = ANY(array) or as lateral lookups the planner cannot
+// reorder, and results are returned as lists, not joined. TestPlanShapes
+// holds them to it.
+
 // Claimed is a task leased to a worker by Claim.
 type Claimed struct {
 	ID          int64 // task_logs.id
@@ -39,6 +52,7 @@ type Claimed struct {
 	BatchID     string
 	ChunkIndex  int
 	Input       json.RawMessage // the chain's input_data
+	NextStage   Stage           // the chain's stage after this one; "" for its last (or a batch task)
 }
 
 // claimSQL leases claimable tasks of stage $1 by whole chunks: it picks up
@@ -56,31 +70,42 @@ WITH picked AS (
 	LIMIT $3
 	FOR UPDATE SKIP LOCKED
 ), chunks AS (
-	SELECT DISTINCT c.batch_id, c.chunk_index FROM picked p JOIN chain_executions c ON c.id = p.chain_execution_id
-	WHERE c.batch_id IS NOT NULL
+	SELECT DISTINCT c.batch_id, c.chunk_index FROM chain_executions c
+	WHERE c.id = ANY(ARRAY(SELECT chain_execution_id FROM picked)) AND c.batch_id IS NOT NULL
 ), mates AS (
+	-- Lookups by construction (see "Plan shapes"): the chunks' chains by
+	-- (batch_id, chunk_index), then each chain's claimable task by
+	-- (chain_execution_id, status).
 	SELECT t.id FROM chunks k
-	JOIN chain_executions c ON c.batch_id = k.batch_id AND c.chunk_index = k.chunk_index
-	JOIN task_logs t ON t.chain_execution_id = c.id
-	WHERE t.status IN ('PENDING', 'RETRY') AND t.task_name = $1 AND t.run_after <= $2
-		AND t.id NOT IN (SELECT id FROM picked)
-	FOR UPDATE OF t SKIP LOCKED
+	CROSS JOIN LATERAL (
+		SELECT c.id FROM chain_executions c WHERE c.batch_id = k.batch_id AND c.chunk_index = k.chunk_index
+		OFFSET 0
+	) c
+	CROSS JOIN LATERAL (
+		SELECT t.id FROM task_logs t
+		WHERE t.chain_execution_id = c.id AND t.run_after <= $2 AND t.task_name IS NOT DISTINCT FROM $1
+			AND t.status NOT IN ('STARTED', 'RUNNING', 'SUCCESS', 'FAILURE', 'REVOKED') -- PENDING, RETRY
+		FOR UPDATE SKIP LOCKED
+	) t
+	WHERE t.id NOT IN (SELECT id FROM picked)
 ), claimed AS (
 	UPDATE task_logs t
 	SET status = 'STARTED', attempt = t.attempt + 1, started_at = $2, finished_at = NULL,
 		lease_expires_at = $4, owner = $5, updated_at = $2
-	FROM (SELECT id FROM picked UNION ALL SELECT id FROM mates) p WHERE t.id = p.id
+	WHERE t.id = ANY(ARRAY(SELECT id FROM picked UNION ALL SELECT id FROM mates))
 	RETURNING t.id, t.task_id, t.stage_index, t.attempt, t.max_attempts, t.chain_execution_id, t.batch_execution_id
 ), started_chains AS (
 	UPDATE chain_executions c SET status = 'STARTED', started_at = $2, updated_at = $2
-	FROM claimed WHERE claimed.stage_index = 0 AND c.id = claimed.chain_execution_id AND c.status = 'PENDING'
+	WHERE c.id = ANY(ARRAY(SELECT chain_execution_id FROM claimed WHERE stage_index = 0))
+		AND c.status NOT IN ('STARTED', 'RUNNING', 'SUCCESS', 'FAILURE', 'RETRY', 'REVOKED') -- PENDING
 ), started_batches AS (
 	UPDATE batch_executions b SET status = 'STARTED', started_at = $2, updated_at = $2
 	WHERE b.id IN (SELECT batch_execution_id FROM claimed WHERE stage_index = 0) AND b.status = 'PENDING'
 )
 SELECT cl.id, cl.task_id, cl.stage_index, cl.attempt, cl.max_attempts,
 	coalesce(cl.chain_execution_id, 0), coalesce(c.chain_id, ''), coalesce(cl.batch_execution_id, 0),
-	coalesce(c.batch_id, b.batch_id, ''), coalesce(c.chunk_index, 0), c.input_data
+	coalesce(c.batch_id, b.batch_id, ''), coalesce(c.chunk_index, 0), c.input_data,
+	coalesce(c.stages[cl.stage_index + 2], '')
 FROM claimed cl
 LEFT JOIN chain_executions c ON c.id = cl.chain_execution_id
 LEFT JOIN batch_executions b ON cl.chain_execution_id IS NULL AND b.id = cl.batch_execution_id
@@ -99,7 +124,7 @@ func (s *Store) Claim(ctx context.Context, stage Stage, owner string, limit int,
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claimed, error) {
 		c := Claimed{Stage: stage}
 		err := r.Scan(&c.ID, &c.TaskID, &c.StageIndex, &c.Attempt, &c.MaxAttempts, &c.ChainPK, &c.ChainID,
-			&c.BatchPK, &c.BatchID, &c.ChunkIndex, &c.Input)
+			&c.BatchPK, &c.BatchID, &c.ChunkIndex, &c.Input, &c.NextStage)
 		return c, err
 	})
 	if err != nil {
@@ -125,6 +150,14 @@ type Outcome struct {
 	// for a worker) and finished_at is not the commit time (a chunk commits
 	// when its last task ends). Zero keeps the claim and commit times.
 	StartedAt, FinishedAt time.Time
+	// NextOwner, on a success whose chain goes on, hands the chain's next
+	// task straight to a worker: it is created STARTED (attempt 1), leased
+	// to NextOwner until the commit time plus NextLease, and returned in
+	// CommitResult.Started for the caller to run without claiming it. It
+	// saves the next task a row version (PENDING) and a claim. Empty: the
+	// next task is created PENDING for any claimer.
+	NextOwner string
+	NextLease time.Duration
 }
 
 // final reports whether a failed outcome ends the task for good.
@@ -139,7 +172,8 @@ type CommitResult struct {
 	Succeeded    int            // tasks SUCCESS
 	Retried      int            // tasks RETRY
 	Failed       int            // tasks FAILURE
-	Enqueued     map[Stage]int  // next tasks created, per stage (claimers to wake)
+	Enqueued     map[Stage]int  // next tasks created PENDING, per stage (claimers to wake)
+	Started      []Claimed      // next tasks created STARTED for their NextOwner (direct hand-off)
 	ChainsEnd    map[Status]int // chains that ended, per final status
 	BatchesEnded []string       // batch_ids that ended
 }
@@ -166,16 +200,20 @@ func (s *Store) Complete(ctx context.Context, outcomes []Outcome) (*CommitResult
 
 // succeedSQL marks successful attempts SUCCESS, advances their chains and
 // inserts each chain's next task with the id the caller chose ($5: time-ordered
-// ids keep the task_id index append-only). It returns one row per applied task.
+// ids keep the task_id index append-only): PENDING, or STARTED and leased
+// to next_owner when the caller runs it at once (a direct hand-off). It
+// returns one row per applied task, with the next task's id and status.
 const succeedSQL = `
 WITH u AS (
-	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $5::text[], $6::timestamptz[], $7::timestamptz[]) AS u(id, attempt, result, next_id, started, finished)
+	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
+		$8::text[], $9::timestamptz[]) AS u(id, attempt, result, next_id, started, finished, next_owner, next_lease)
 ), t AS (
 	UPDATE task_logs t
 	SET status = 'SUCCESS', started_at = coalesce(u.started, t.started_at), finished_at = coalesce(u.finished, $4), result = u.result::jsonb,
 		error = NULL, lease_expires_at = NULL, updated_at = $4
-	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
-	RETURNING t.id, t.chain_execution_id, t.batch_execution_id, t.stage_index, t.max_attempts, t.result, u.next_id
+	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status NOT IN ('PENDING', 'RETRY', 'SUCCESS', 'FAILURE', 'REVOKED') -- STARTED, RUNNING
+	RETURNING t.id, t.chain_execution_id, t.batch_execution_id, t.stage_index, t.max_attempts, t.result, u.next_id,
+		u.next_owner, u.next_lease
 ), ch AS (
 	-- A chain stays STARTED until it ends: only its counters move, so the
 	-- update is HOT (no indexed column changes).
@@ -186,17 +224,28 @@ WITH u AS (
 		final_result = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN t.result ELSE c.final_result END,
 		updated_at = $4
 	FROM t WHERE c.id = t.chain_execution_id AND c.status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
-	RETURNING c.id, c.status, c.stages, c.batch_execution_id, c.chunk_index, t.stage_index, t.max_attempts, t.next_id
+	RETURNING c.id, c.status, c.stages, c.batch_execution_id, c.chunk_index, t.stage_index, t.max_attempts, t.next_id,
+		t.next_owner, t.next_lease
 ), next AS (
 	INSERT INTO task_logs (task_id, task_name, status, chain_execution_id, batch_execution_id, stage_index,
-		max_attempts, run_after, created_at, updated_at)
-	SELECT ch.next_id, ch.stages[ch.stage_index + 2], 'PENDING', ch.id, ch.batch_execution_id,
-		ch.stage_index + 1, ch.max_attempts, $4, $4, $4
+		max_attempts, run_after, attempt, started_at, lease_expires_at, owner, created_at, updated_at)
+	SELECT ch.next_id, ch.stages[ch.stage_index + 2], CASE WHEN ch.next_owner IS NULL THEN 'PENDING' ELSE 'STARTED' END,
+		ch.id, ch.batch_execution_id, ch.stage_index + 1, ch.max_attempts, $4,
+		CASE WHEN ch.next_owner IS NULL THEN 0 ELSE 1 END, CASE WHEN ch.next_owner IS NOT NULL THEN $4::timestamptz END,
+		ch.next_lease, ch.next_owner, $4, $4
 	FROM ch WHERE ch.status <> 'SUCCESS' AND ch.stage_index + 2 <= cardinality(ch.stages)
+	RETURNING id, chain_execution_id, status
 )
-SELECT t.id, coalesce(ch.status, ''), coalesce(ch.batch_execution_id, 0), coalesce(ch.chunk_index, 0),
-	coalesce(CASE WHEN ch.status <> 'SUCCESS' THEN ch.stages[ch.stage_index + 2] END, '')
-FROM t LEFT JOIN ch ON ch.id = t.chain_execution_id`
+-- Three lists instead of a join: the CTEs' row estimates are guesses, and
+-- a nested loop over two of them is quadratic in the batch.
+SELECT 't', t.id, coalesce(t.chain_execution_id, 0), '', 0, 0, '', '' FROM t
+UNION ALL
+SELECT 'c', ch.id, ch.id, ch.status, coalesce(ch.batch_execution_id, 0), ch.chunk_index,
+	coalesce(CASE WHEN ch.status <> 'SUCCESS' THEN ch.stages[ch.stage_index + 2] END, ''),
+	coalesce(ch.stages[ch.stage_index + 3], '')
+FROM ch
+UNION ALL
+SELECT 'n', n.id, n.chain_execution_id, n.status, 0, 0, '', '' FROM next n`
 
 // failSQL records failed attempts: RETRY (counting a retry) or FAILURE,
 // and fails the chains of tasks that failed for good.
@@ -211,7 +260,7 @@ WITH u AS (
 		error = left(u.err, 512),
 		finished_at = CASE WHEN u.final THEN coalesce(u.finished, $6::timestamptz) END,
 		run_after = u.run_after, lease_expires_at = NULL, updated_at = $6
-	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
+	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status NOT IN ('PENDING', 'RETRY', 'SUCCESS', 'FAILURE', 'REVOKED') -- STARTED, RUNNING
 	RETURNING t.id, t.chain_execution_id, t.task_name, u.final, u.err
 ), ch AS (
 	UPDATE chain_executions c
@@ -235,7 +284,7 @@ WITH u AS (
 		result = u.result::jsonb, error = left(u.err, 512),
 		finished_at = CASE WHEN u.err IS NULL OR u.final THEN $7::timestamptz END,
 		run_after = u.run_after, lease_expires_at = NULL, updated_at = $7
-	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
+	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status NOT IN ('PENDING', 'RETRY', 'SUCCESS', 'FAILURE', 'REVOKED') -- STARTED, RUNNING
 	RETURNING t.id, t.batch_execution_id, t.task_name, t.status, u.result, u.err
 ), b AS (
 	UPDATE batch_executions b
@@ -266,6 +315,8 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		sIDs, fIDs, bIDs     []int64
 		sAtt, fAtt, bAtt     []int32
 		sRes, sNext          []string
+		sOwner               []*string
+		sLease               []*time.Time
 		sStart, fStart       []*time.Time
 		sEnd, fEnd           []*time.Time
 		fErr                 []string
@@ -297,6 +348,12 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			sAtt = append(sAtt, int32(o.Task.Attempt))
 			sRes = append(sRes, string(resultOrNull(o.Result)))
 			sNext = append(sNext, NewID())
+			if o.NextOwner != "" {
+				owner, until := o.NextOwner, now.Add(o.NextLease)
+				sOwner, sLease = append(sOwner, &owner), append(sLease, &until)
+			} else {
+				sOwner, sLease = append(sOwner, nil), append(sLease, nil)
+			}
 			sStart, sEnd = append(sStart, timeOrNil(o.StartedAt)), append(sEnd, timeOrNil(o.FinishedAt))
 		} else {
 			fIDs = append(fIDs, o.Task.ID)
@@ -312,32 +369,71 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 	var ended []endedChain
 	var ocrs []*OCRResult
 	if len(sIDs) > 0 {
-		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now, sNext, sStart, sEnd)
+		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now, sNext, sStart, sEnd, sOwner, sLease)
 		if err != nil {
 			return nil, fmt.Errorf("record successes: %w", err)
 		}
-		var id, batchPK int64
-		var status, next string
+		type chainRow struct {
+			status, next, after string
+			batchPK             int64
+			chunk               int
+		}
+		var applyOrder []int64
+		chains := make(map[int64]*chainRow, len(sIDs))
+		type nextRow struct {
+			id     int64
+			status string
+		}
+		nexts := make(map[int64]nextRow, len(sIDs))
+		var kind, status, next, after string
+		var id, chainPK, batchPK int64
 		var chunk int
-		_, err = pgx.ForEachRow(rows, []any{&id, &status, &batchPK, &chunk, &next}, func() error {
-			applied[id] = true
-			res.Succeeded++
-			if next != "" {
-				res.Enqueued[Stage(next)]++
-			}
-			if status == string(StatusSuccess) {
-				res.ChainsEnd[StatusSuccess]++
-				if batchPK != 0 {
-					ended = append(ended, endedChain{batchPK, chunk, true})
-				}
-			}
-			if o := byID[id]; o.OCR != nil {
-				ocrs = append(ocrs, o.OCR)
+		_, err = pgx.ForEachRow(rows, []any{&kind, &id, &chainPK, &status, &batchPK, &chunk, &next, &after}, func() error {
+			switch kind {
+			case "t":
+				applyOrder = append(applyOrder, id)
+			case "c":
+				chains[chainPK] = &chainRow{status: status, next: next, after: after, batchPK: batchPK, chunk: chunk}
+			case "n":
+				nexts[chainPK] = nextRow{id, status}
 			}
 			return nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("record successes: %w", err)
+		}
+		nextTaskID := make(map[int64]string, len(sIDs))
+		for i, id := range sIDs {
+			nextTaskID[id] = sNext[i]
+		}
+		for _, id := range applyOrder {
+			applied[id] = true
+			res.Succeeded++
+			o := byID[id]
+			if o.OCR != nil {
+				ocrs = append(ocrs, o.OCR)
+			}
+			c := chains[o.Task.ChainPK]
+			if c == nil {
+				continue // the chain had already ended
+			}
+			n := nexts[o.Task.ChainPK]
+			switch Status(n.status) {
+			case StatusPending:
+				res.Enqueued[Stage(c.next)]++
+			case StatusStarted:
+				t := o.Task
+				res.Started = append(res.Started, Claimed{ID: n.id, TaskID: nextTaskID[id], Stage: Stage(c.next),
+					StageIndex: t.StageIndex + 1, Attempt: 1, MaxAttempts: t.MaxAttempts, ChainPK: t.ChainPK,
+					ChainID: t.ChainID, BatchPK: t.BatchPK, BatchID: t.BatchID, ChunkIndex: t.ChunkIndex,
+					Input: t.Input, NextStage: Stage(c.after)})
+			}
+			if c.status == string(StatusSuccess) {
+				res.ChainsEnd[StatusSuccess]++
+				if c.batchPK != 0 {
+					ended = append(ended, endedChain{c.batchPK, c.chunk, true})
+				}
+			}
 		}
 	}
 	if len(fIDs) > 0 {
@@ -577,10 +673,10 @@ const extendSQL = `
 WITH cur AS (
 	SELECT t.id, t.attempt FROM task_logs t
 	JOIN unnest($1::bigint[], $2::int[]) AS u(id, attempt) ON t.id = u.id AND t.attempt = u.attempt
-	WHERE t.status IN ('STARTED', 'RUNNING')
+	WHERE t.status NOT IN ('PENDING', 'RETRY', 'SUCCESS', 'FAILURE', 'REVOKED') -- STARTED, RUNNING
 ), locked AS (
 	SELECT t.id FROM task_logs t JOIN cur ON t.id = cur.id
-	WHERE t.attempt = cur.attempt AND t.status IN ('STARTED', 'RUNNING')
+	WHERE t.attempt = cur.attempt AND t.status NOT IN ('PENDING', 'RETRY', 'SUCCESS', 'FAILURE', 'REVOKED') -- STARTED, RUNNING
 	ORDER BY t.id FOR UPDATE OF t SKIP LOCKED
 ), renewed AS (
 	UPDATE task_logs t SET lease_expires_at = $3, updated_at = $4 FROM locked WHERE t.id = locked.id
@@ -623,7 +719,7 @@ func (s *Store) HandBack(ctx context.Context, refs []TaskRef) (int, error) {
 		UPDATE task_logs t SET status = 'PENDING', attempt = t.attempt - 1, started_at = NULL,
 			lease_expires_at = NULL, owner = NULL, run_after = $3, updated_at = $3
 		FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt)
-		WHERE t.id = u.id AND t.attempt = u.attempt AND t.status IN ('STARTED', 'RUNNING')
+		WHERE t.id = u.id AND t.attempt = u.attempt AND t.status NOT IN ('PENDING', 'RETRY', 'SUCCESS', 'FAILURE', 'REVOKED') -- STARTED, RUNNING
 		RETURNING t.task_name`, ids, atts, now)
 	if err != nil {
 		return 0, fmt.Errorf("hand back: %w", err)
