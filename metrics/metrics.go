@@ -30,6 +30,7 @@ type Metrics struct {
 	taskDuration   *prometheus.HistogramVec
 	claims         *prometheus.CounterVec
 	claimedTasks   *prometheus.CounterVec
+	handedOff      *prometheus.CounterVec
 	claimDuration  *prometheus.HistogramVec
 	commitDuration *prometheus.HistogramVec
 	commitSize     *prometheus.HistogramVec
@@ -62,6 +63,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		claimedTasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "docpipe_claimed_tasks_total",
 			Help: "Tasks leased by claims, by stage.",
+		}, []string{"stage"}),
+		handedOff: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "docpipe_handed_off_tasks_total",
+			Help: "Tasks the previous stage's commit created already leased to this process and handed straight to the stage's workers (no claim), by stage.",
 		}, []string{"stage"}),
 		claimDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "docpipe_claim_duration_seconds",
@@ -101,7 +106,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"route"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.tasks, m.taskDuration, m.claims, m.claimedTasks, m.claimDuration,
+		reg.MustRegister(m.tasks, m.taskDuration, m.claims, m.claimedTasks, m.handedOff, m.claimDuration,
 			m.commitDuration, m.commitSize, m.inflight, m.rescued, m.dbErrors,
 			m.httpRequests, m.httpDuration)
 	}
@@ -113,6 +118,12 @@ func (m *Metrics) Claimed(stage tracking.Stage, n int, took time.Duration) {
 	m.claims.WithLabelValues(string(stage)).Inc()
 	m.claimedTasks.WithLabelValues(string(stage)).Add(float64(n))
 	m.claimDuration.WithLabelValues(string(stage)).Observe(took.Seconds())
+}
+
+// HandedOff counts n tasks of stage handed over directly by the previous
+// stage's commit.
+func (m *Metrics) HandedOff(stage tracking.Stage, n int) {
+	m.handedOff.WithLabelValues(string(stage)).Add(float64(n))
 }
 
 // TaskDone records one attempt of a stage that ended with status after took.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,6 +50,7 @@ type StageConfig struct {
 // safe for concurrent use and fast. A nil Observer is allowed.
 type Observer interface {
 	Claimed(stage tracking.Stage, n int, took time.Duration)
+	HandedOff(stage tracking.Stage, n int) // tasks the previous stage's commit started for this one (no claim)
 	TaskDone(stage tracking.Stage, status tracking.Status, took time.Duration)
 	Committed(stage tracking.Stage, n int, took time.Duration)
 	Inflight(stage tracking.Stage, n int)
@@ -128,11 +130,12 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log.With("component", "engine"), obs: obs,
 		runners: map[tracking.Stage]*runner{}, running: map[int64]*work{}}
+	var stages []StageConfig
 	for _, sc := range cfg.Stages {
 		if sc.Run == nil {
 			return nil, fmt.Errorf("pipeline: stage %s has no implementation", sc.Stage)
 		}
-		if _, dup := e.runners[sc.Stage]; dup {
+		if slices.ContainsFunc(stages, func(o StageConfig) bool { return o.Stage == sc.Stage }) {
 			return nil, fmt.Errorf("pipeline: stage %s configured twice", sc.Stage)
 		}
 		if sc.Workers <= 0 {
@@ -141,7 +144,14 @@ func New(cfg Config) (*Engine, error) {
 		if sc.Prefetch <= 0 {
 			sc.Prefetch = sc.Workers
 		}
-		e.runners[sc.Stage] = newRunner(e, sc)
+		stages = append(stages, sc)
+	}
+	maxUpstream := 0
+	for _, sc := range stages {
+		maxUpstream = max(maxUpstream, 4*(sc.Workers+sc.Prefetch))
+	}
+	for _, sc := range stages {
+		e.runners[sc.Stage] = newRunner(e, sc, maxUpstream)
 	}
 	return e, nil
 }
@@ -195,6 +205,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	commitCtx, cancelCommit := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCommit()
 
+	for _, r := range e.runners {
+		r.claimCtx, r.workCtx = claimCtx, workCtx // before any committer hands work to it
+	}
 	var wg sync.WaitGroup
 	for _, r := range e.runners {
 		wg.Go(func() { r.run(claimCtx, workCtx, commitCtx) })
@@ -353,5 +366,6 @@ func (nopObserver) Claimed(tracking.Stage, int, time.Duration)              {}
 func (nopObserver) TaskDone(tracking.Stage, tracking.Status, time.Duration) {}
 func (nopObserver) Committed(tracking.Stage, int, time.Duration)            {}
 func (nopObserver) Inflight(tracking.Stage, int)                            {}
+func (nopObserver) HandedOff(tracking.Stage, int)                           {}
 func (nopObserver) Rescued(int)                                             {}
 func (nopObserver) DBError(string)                                          {}

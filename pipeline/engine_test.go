@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,10 +147,16 @@ func fmtBatch(b *tracking.Batch) string {
 		b.Status, b.CompletedImages, b.TotalImages, b.FailedImages, b.CompletedChunks, b.TotalChunks, b.FailedChunks, b.ErrorMessage, b.FinalResult)
 }
 
-// claimSizes is an Observer that records how many tasks each claim took.
+// claimSizes is an Observer that records how many tasks each claim, and
+// each direct hand-off from the previous stage, took.
 type claimSizes struct {
-	mu    sync.Mutex
-	sizes map[tracking.Stage][]int
+	mu       sync.Mutex
+	sizes    map[tracking.Stage][]int
+	handoffs map[tracking.Stage][]int
+}
+
+func newClaimSizes() *claimSizes {
+	return &claimSizes{sizes: map[tracking.Stage][]int{}, handoffs: map[tracking.Stage][]int{}}
 }
 
 func (c *claimSizes) Claimed(st tracking.Stage, n int, _ time.Duration) {
@@ -157,6 +164,13 @@ func (c *claimSizes) Claimed(st tracking.Stage, n int, _ time.Duration) {
 	defer c.mu.Unlock()
 	c.sizes[st] = append(c.sizes[st], n)
 }
+
+func (c *claimSizes) HandedOff(st tracking.Stage, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.handoffs[st] = append(c.handoffs[st], n)
+}
+
 func (*claimSizes) TaskDone(tracking.Stage, tracking.Status, time.Duration) {}
 func (*claimSizes) Committed(tracking.Stage, int, time.Duration)            {}
 func (*claimSizes) Inflight(tracking.Stage, int)                            {}
@@ -170,7 +184,7 @@ func (*claimSizes) DBError(string)                                          {}
 func TestChunksAreClaimedAndCommittedTogether(t *testing.T) {
 	pool := newPool(t)
 	store := tracking.NewStore(pool, tracking.StoreOptions{})
-	obs := &claimSizes{sizes: map[tracking.Stage][]int{}}
+	obs := newClaimSizes()
 	e := engineFor(t, store, 1, noop, func(c *pipeline.Config) {
 		c.Observer = obs
 		for i := range c.Stages {
@@ -183,15 +197,17 @@ func TestChunksAreClaimedAndCommittedTogether(t *testing.T) {
 	stop()
 	for _, st := range tracking.DocumentStages {
 		total := 0
-		for _, n := range obs.sizes[st] {
+		for _, n := range slices.Concat(obs.sizes[st], obs.handoffs[st]) {
 			if n%5 != 0 {
-				t.Errorf("%s: a claim took %d tasks, not whole chunks of 5 (claims %v)", st, n, obs.sizes[st])
+				t.Errorf("%s: a claim or hand-off took %d tasks, not whole chunks of 5 (claims %v, hand-offs %v)",
+					st, n, obs.sizes[st], obs.handoffs[st])
 			}
 			total += n
 		}
 		if total != 20 {
-			t.Errorf("%s: claims took %d tasks, want 20", st, total)
+			t.Errorf("%s: claims and hand-offs took %d tasks, want 20", st, total)
 		}
+
 	}
 	rows, err := pool.Query(context.Background(), `
 		SELECT c.chunk_index, t.task_name, count(DISTINCT t.updated_at), count(*)
@@ -216,6 +232,115 @@ func TestChunksAreClaimedAndCommittedTogether(t *testing.T) {
 		t.Fatalf("%d chunk×stage groups, want 16", groups)
 	}
 	checkInvariants(t, pool)
+}
+
+// TestDirectHandOff: when a chain's next stage runs in the same process
+// and has room, the commit creates the next task already started and hands
+// it to that stage's workers: stages after the first are never claimed,
+// every task ran once, and every counter holds.
+func TestDirectHandOff(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	obs := newClaimSizes()
+	e := engineFor(t, store, 2, noop, func(c *pipeline.Config) {
+		c.Observer = obs
+		c.PollInterval = time.Hour // only the first stage is woken (at start); the rest must be handed over
+		for i := range c.Stages {
+			c.Stages[i].Prefetch = 64 // room for the whole batch
+		}
+	})
+	b := submit(t, store, 40, 10, nil)
+	stop := start(t, e)
+	waitBatch(t, pool, store, b.BatchID, time.Minute)
+	stop()
+	for i, st := range tracking.DocumentStages {
+		claimed, handed := sum(obs.sizes[st]), sum(obs.handoffs[st])
+		want := [2]int{0, 40}
+		if i == 0 {
+			want = [2]int{40, 0}
+		}
+		if got := [2]int{claimed, handed}; got != want {
+			t.Errorf("%s: %d tasks claimed and %d handed off; want %d and %d", st, claimed, handed, want[0], want[1])
+		}
+	}
+	var odd int
+	if err := pool.QueryRow(context.Background(), `
+		SELECT count(*) FROM task_logs WHERE chain_execution_id IS NOT NULL
+			AND (status <> 'SUCCESS' OR attempt <> 1 OR retries <> 0 OR owner <> $1
+				OR started_at IS NULL OR finished_at < started_at OR lease_expires_at IS NOT NULL)`, e.Owner()).Scan(&odd); err != nil {
+		t.Fatal(err)
+	}
+	if odd != 0 {
+		t.Errorf("%d tasks not SUCCESS after exactly one attempt by this engine", odd)
+	}
+	checkInvariants(t, pool)
+}
+
+// TestBackPressure: a stage does not run ahead of a slower stage after it
+// in the same process. With the second stage stuck, the first stops
+// claiming once the second's budget is full (every task it finished was
+// handed over, none left PENDING); released, everything completes.
+func TestBackPressure(t *testing.T) {
+	pool := newPool(t)
+	store := tracking.NewStore(pool, tracking.StoreOptions{})
+	release := make(chan struct{})
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(release) }) })
+	stuck := func(ctx context.Context, j *pipeline.Job) (*pipeline.Output, error) {
+		if j.Stage == tracking.StageLLM {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return noop(ctx, j)
+	}
+	e := engineFor(t, store, 1, stuck, nil) // 1 worker, prefetch 1: a budget of 16 in flight per stage
+	b := submit(t, store, 200, 1, nil)
+	stop := start(t, e)
+	count := func(stage tracking.Stage, statuses ...string) int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM task_logs WHERE task_name = $1 AND status = ANY($2)`,
+			string(stage), statuses).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Let the first stage run as far as it will.
+	prev := -1
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		time.Sleep(300 * time.Millisecond)
+		n := count(tracking.StageOCR, "SUCCESS")
+		if n == prev {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the first stage never settled (%d done)", n)
+		}
+		prev = n
+	}
+	done := count(tracking.StageOCR, "SUCCESS")
+	t.Logf("first stage finished %d tasks while the second was stuck", done)
+	if done == 0 || done > 40 {
+		t.Errorf("first stage finished %d of 200 tasks while the second was stuck; want a bounded few (budget 16)", done)
+	}
+	if pending := count(tracking.StageLLM, "PENDING", "RETRY"); pending != 0 {
+		t.Errorf("%d second-stage tasks PENDING; want every one handed over", pending)
+	}
+	released.Do(func() { close(release) })
+	waitBatch(t, pool, store, b.BatchID, time.Minute)
+	stop()
+	checkInvariants(t, pool)
+}
+
+func sum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }
 
 // TestNoPollNeeded: with the poll effectively off and no listener, an

@@ -19,12 +19,23 @@ type runner struct {
 	e       *Engine
 	cfg     StageConfig
 	hardCap int // most tasks claimed and not yet committed
+	// budget bounds the stage's in-flight tasks once hand-offs are
+	// counted: its hard cap, plus room for everything the stage before it
+	// may have in flight, so an upstream stage is never starved by a small
+	// downstream one.
+	budget     int
+	downstream atomic.Pointer[runner] // the local stage its chains go to next, once seen
 
 	wakeCh   chan struct{} // a claim may find work
 	slotCh   chan struct{} // capacity was freed
 	inflight atomic.Int64
 	jobs     chan *work
 	results  chan *result
+
+	// Direct hand-offs from the previous stage's committer: set by run.
+	claimCtx, workCtx context.Context
+	jobsMu            sync.Mutex // held to send a hand-off and to close jobs
+	closed            bool       // jobs is closed: no more hand-offs
 }
 
 // work is one claimed task on its way through the runner.
@@ -60,16 +71,20 @@ type result struct {
 	ended   time.Time // when the worker finished it
 }
 
-// newRunner sizes the stage's channels. The jobs channel holds Prefetch
-// claimed tasks waiting for a worker: the claimer claims when it has room,
-// so that workers never wait for a claim, and a whole chunk may be claimed
-// even when it is larger (the claimer then waits until workers take it).
-func newRunner(e *Engine, sc StageConfig) *runner {
+// newRunner sizes the stage's channels. The claimer keeps up to Prefetch
+// claimed tasks waiting for a worker, so that workers never wait for a
+// claim (a whole chunk may be claimed even when it is larger). The jobs
+// channel has room for those and for every task handed over by the
+// previous stage within the budget (maxUpstream: the most tasks any stage
+// holds in flight), so a hand-off never blocks the committer making it.
+func newRunner(e *Engine, sc StageConfig, maxUpstream int) *runner {
+	hardCap := 4 * (sc.Workers + sc.Prefetch)
+	budget := hardCap + maxUpstream
 	return &runner{
-		e: e, cfg: sc, hardCap: 4 * (sc.Workers + sc.Prefetch),
+		e: e, cfg: sc, hardCap: hardCap, budget: budget,
 		wakeCh:  make(chan struct{}, 1),
 		slotCh:  make(chan struct{}, 1),
-		jobs:    make(chan *work, sc.Prefetch),
+		jobs:    make(chan *work, sc.Prefetch+budget),
 		results: make(chan *result, sc.Workers+sc.Prefetch),
 	}
 }
@@ -94,7 +109,9 @@ func (r *runner) freed(n int) {
 		return
 	}
 	r.e.obs.Inflight(r.cfg.Stage, int(r.inflight.Add(-int64(n))))
-	r.signalSlot()
+	for _, o := range r.e.runners {
+		o.signalSlot() // this stage's claimer, and any upstream one waiting for room here
+	}
 }
 
 // run owns the stage's goroutines and returns when all have ended.
@@ -107,7 +124,10 @@ func (r *runner) run(claimCtx, workCtx, commitCtx context.Context) {
 	committer.Go(func() { r.commit(commitCtx) })
 
 	r.claim(claimCtx, workCtx)
+	r.jobsMu.Lock()
+	r.closed = true
 	close(r.jobs)
+	r.jobsMu.Unlock()
 	workers.Wait()
 	close(r.results)
 	committer.Wait()
@@ -125,12 +145,18 @@ func (r *runner) claim(ctx, workCtx context.Context) {
 			return
 		default:
 		}
-		// Room: free places in the queue of claimed tasks waiting for a
-		// worker, unless finished tasks waiting for their chunk's commit
-		// have piled up to the hard cap.
-		free := cap(r.jobs) - len(r.jobs)
-		if int(r.inflight.Load()) >= r.hardCap {
+		// Room: free places in the queue of tasks waiting for a worker,
+		// unless finished tasks waiting for their chunk's commit have piled
+		// up to the hard cap, or the next stage here has no room for what
+		// this one would hand it (back-pressure: a stage does not run
+		// ahead of the one after it; its tasks would only wait there).
+		free := r.cfg.Prefetch - len(r.jobs)
+		inflight := int(r.inflight.Load())
+		if inflight >= r.hardCap {
 			free = 0
+		}
+		if d := r.downstream.Load(); d != nil {
+			free = min(free, d.budget-int(d.inflight.Load())-inflight)
 		}
 		n := min(free, r.e.cfg.ClaimMax)
 		got := 0
@@ -184,6 +210,11 @@ func (r *runner) dispatch(claimed []tracking.Claimed, workCtx context.Context) {
 	type key struct {
 		batch int64
 		chunk int
+	}
+	if len(claimed) > 0 && claimed[0].NextStage != "" {
+		if next := r.e.runners[claimed[0].NextStage]; next != nil {
+			r.downstream.Store(next)
+		}
 	}
 	groups := map[key]*group{}
 	ws := make([]*work, len(claimed))
@@ -355,11 +386,13 @@ func (r *runner) record(ctx context.Context, results []*result) {
 	for i, res := range results {
 		outcomes[i] = r.outcome(res)
 	}
-	err := r.complete(ctx, outcomes)
+	h := r.reserveNext(results, outcomes)
+	err := r.complete(ctx, outcomes, h)
 	if err != nil && ctx.Err() == nil {
 		r.e.log.Error("commit refused; committing chunk by chunk", "stage", r.cfg.Stage, "tasks", len(outcomes), "err", err)
-		r.isolate(ctx, results)
+		r.isolate(ctx, results, outcomes, h)
 	}
+	h.release()
 	for _, res := range results {
 		r.e.unregister(res.w.c.ID)
 		res.w.cancel(nil)
@@ -378,19 +411,19 @@ func (r *runner) outcome(res *result) tracking.Outcome {
 	return o
 }
 
-func (r *runner) isolate(ctx context.Context, results []*result) {
+func (r *runner) isolate(ctx context.Context, results []*result, outcomes []tracking.Outcome, h *handoffs) {
 	byGroup := map[*group][]tracking.Outcome{}
 	var order []*group
-	for _, res := range results {
+	for i, res := range results {
 		g := res.w.group
 		if _, ok := byGroup[g]; !ok {
 			order = append(order, g)
 		}
-		byGroup[g] = append(byGroup[g], r.outcome(res))
+		byGroup[g] = append(byGroup[g], outcomes[i])
 	}
 	for _, g := range order {
 		outs := byGroup[g]
-		err := r.complete(ctx, outs)
+		err := r.complete(ctx, outs, h)
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
@@ -403,21 +436,22 @@ func (r *runner) isolate(ctx context.Context, results []*result) {
 				failed[i].Err = o.Err
 			}
 		}
-		if err := r.complete(ctx, failed); err != nil && ctx.Err() == nil {
+		if err := r.complete(ctx, failed, h); err != nil && ctx.Err() == nil {
 			r.e.log.Error("cannot record failed attempts; their leases will expire and be rescued", "err", err)
 		}
 	}
 }
 
 // complete runs one Complete, retrying transient errors (the database
-// restarting) with backoff until ctx ends. It returns the first
-// non-transient error.
-func (r *runner) complete(ctx context.Context, outcomes []tracking.Outcome) error {
+// restarting) with backoff until ctx ends, and hands the next tasks it
+// started to their stages. It returns the first non-transient error.
+func (r *runner) complete(ctx context.Context, outcomes []tracking.Outcome, h *handoffs) error {
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		res, err := r.e.cfg.Queue.Complete(ctx, outcomes)
 		if err == nil {
 			r.e.obs.Committed(r.cfg.Stage, res.Applied, time.Since(start))
+			h.deliver(ctx, res.Started)
 			for st, n := range res.Enqueued {
 				if n > 0 {
 					r.e.Wake(st)
@@ -477,4 +511,117 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// handoffs tracks one commit's direct hand-offs: room reserved in the next
+// stages' runners before the commit, and how much of it the commit used.
+type handoffs struct {
+	from     *runner
+	reserved map[*runner]int
+}
+
+// reserveNext marks the successes whose chain's next stage runs in this
+// process, and has room for them, to be handed straight to it: the commit
+// creates those tasks STARTED and leased to this process, and deliver
+// dispatches them, so they are never claimed. A chunk is reserved whole or
+// not at all, so that it stays one commit group downstream. Without room
+// (or while shutting down) the next task is created PENDING as usual.
+func (r *runner) reserveNext(results []*result, outcomes []tracking.Outcome) *handoffs {
+	h := &handoffs{from: r}
+	if r.claimCtx.Err() != nil {
+		return h
+	}
+	wanted := map[*group][]int{}
+	var order []*group
+	for i, res := range results {
+		next := r.e.runners[res.w.c.NextStage]
+		if res.err != nil || next == nil {
+			continue
+		}
+		g := res.w.group
+		if _, ok := wanted[g]; !ok {
+			order = append(order, g)
+		}
+		wanted[g] = append(wanted[g], i)
+	}
+	for _, g := range order {
+		idx := wanted[g]
+		next := r.e.runners[results[idx[0]].w.c.NextStage]
+		if !next.reserve(len(idx)) {
+			continue
+		}
+		if h.reserved == nil {
+			h.reserved = map[*runner]int{}
+		}
+		h.reserved[next] += len(idx)
+		for _, i := range idx {
+			outcomes[i].NextOwner, outcomes[i].NextLease = r.e.cfg.Owner, r.e.cfg.Lease
+		}
+	}
+	return h
+}
+
+// deliver dispatches the tasks a commit started to their stages.
+func (h *handoffs) deliver(ctx context.Context, started []tracking.Claimed) {
+	byStage := map[*runner][]tracking.Claimed{}
+	for _, c := range started {
+		next := h.from.e.runners[c.Stage]
+		byStage[next] = append(byStage[next], c)
+	}
+	for next, cs := range byStage {
+		h.reserved[next] -= len(cs) // now counted as the next stage's in-flight tasks
+		if !next.handOff(cs) {
+			h.from.handBackClaimed(ctx, next, cs)
+		}
+	}
+}
+
+// release returns the room reserved for tasks the commit did not start
+// (their chain ended, was revoked, or the commit failed).
+func (h *handoffs) release() {
+	for next, n := range h.reserved {
+		next.freed(n)
+	}
+}
+
+// reserve takes room for n tasks handed over directly, if the stage's
+// in-flight tasks stay within its budget.
+func (r *runner) reserve(n int) bool {
+	limit := int64(r.budget)
+	for {
+		cur := r.inflight.Load()
+		if cur+int64(n) > limit {
+			return false
+		}
+		if r.inflight.CompareAndSwap(cur, cur+int64(n)) {
+			r.e.obs.Inflight(r.cfg.Stage, int(cur)+n)
+			return true
+		}
+	}
+}
+
+// handOff dispatches tasks started for this stage by the previous stage's
+// commit. It reports false if the stage no longer takes work (shutdown).
+func (r *runner) handOff(cs []tracking.Claimed) bool {
+	r.jobsMu.Lock()
+	defer r.jobsMu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.e.obs.HandedOff(r.cfg.Stage, len(cs))
+	r.dispatch(cs, r.workCtx)
+	return true
+}
+
+// handBackClaimed returns started tasks that next can no longer run to the
+// queue (PENDING, attempt not counted) and frees their room.
+func (r *runner) handBackClaimed(ctx context.Context, next *runner, cs []tracking.Claimed) {
+	refs := make([]tracking.TaskRef, len(cs))
+	for i, c := range cs {
+		refs[i] = tracking.TaskRef{ID: c.ID, Attempt: c.Attempt}
+	}
+	if _, err := r.e.cfg.Queue.HandBack(ctx, refs); err != nil {
+		r.e.log.Error("cannot hand back tasks; their leases will expire and be rescued", "stage", next.cfg.Stage, "err", err)
+	}
+	next.freed(len(cs))
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -81,7 +82,8 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if err := migrateUp(ctx, db.Pool, log); err != nil {
 		return err
 	}
-	b := &bench{cfg: c, pool: db.Pool, store: tracking.NewStore(db.Pool, tracking.StoreOptions{}), out: stdout, log: log}
+	b := &bench{cfg: c, pool: db.Pool, store: tracking.NewStore(db.Pool, tracking.StoreOptions{}), out: stdout, log: log,
+		obs: &benchObserver{}}
 	fmt.Fprintf(stdout, "docpipe bench: %d chains, %d workers/stage, prefetch %d, Go %s, %d CPUs, cluster fsync=%v\n",
 		c.Chains, c.Workers, c.Prefetch, goVersion(), numCPU(), !c.Fast || c.DatabaseURL != "")
 	if err := b.run(ctx); err != nil {
@@ -118,14 +120,29 @@ type bench struct {
 	store *tracking.Store
 	out   io.Writer
 	log   *slog.Logger
+	obs   *benchObserver
 }
+
+// benchObserver counts how tasks reached their workers: claimed, or handed
+// over by the previous stage's commit.
+type benchObserver struct {
+	claimed, handedOff, commits atomic.Int64
+}
+
+func (o *benchObserver) Claimed(_ tracking.Stage, n int, _ time.Duration)      { o.claimed.Add(int64(n)) }
+func (o *benchObserver) HandedOff(_ tracking.Stage, n int)                     { o.handedOff.Add(int64(n)) }
+func (o *benchObserver) Committed(tracking.Stage, int, time.Duration)          { o.commits.Add(1) }
+func (*benchObserver) TaskDone(tracking.Stage, tracking.Status, time.Duration) {}
+func (*benchObserver) Inflight(tracking.Stage, int)                            {}
+func (*benchObserver) Rescued(int)                                             {}
+func (*benchObserver) DBError(string)                                          {}
 
 func (b *bench) engine(lease time.Duration) (*pipeline.Engine, error) {
 	noop := pipeline.StageFunc(func(context.Context, *pipeline.Job) (*pipeline.Output, error) {
 		return &pipeline.Output{}, nil
 	})
 	cfg := pipeline.Config{Queue: b.store, Notifications: tracking.NewListener(b.store, b.log), Logger: b.log,
-		Lease: lease, ClaimMax: 1000, CommitMax: 2000}
+		Lease: lease, ClaimMax: 1000, CommitMax: 2000, Observer: b.obs}
 	for _, st := range tracking.DocumentStages {
 		cfg.Stages = append(cfg.Stages, pipeline.StageConfig{Stage: st, Run: noop, Workers: b.cfg.Workers, Prefetch: b.cfg.Prefetch})
 	}
@@ -186,6 +203,8 @@ func (b *bench) run(ctx context.Context) error {
 	fmt.Fprintf(tw, "CPU per stage task\t%.1f µs\tdocpipe %.1f µs + postgres %.1f µs (target <= 100)\n",
 		float64((self+pg).Microseconds())/float64(tasks), float64(self.Microseconds())/float64(tasks), float64(pg.Microseconds())/float64(tasks))
 	fmt.Fprintf(tw, "WAL per stage task\t%.0f bytes\twrite volume: what the tables and indexes cost per task\n", wal/float64(tasks))
+	fmt.Fprintf(tw, "tasks handed off directly\t%.0f%%\t%d claimed, %d handed to the next stage by the commit before it; %d commits\n",
+		100*float64(b.obs.handedOff.Load())/float64(tasks), b.obs.claimed.Load(), b.obs.handedOff.Load(), b.obs.commits.Load())
 	lat, err := percentiles(ctx, b.pool, `SELECT extract(epoch FROM finished_at - started_at) FROM chain_executions WHERE status = 'SUCCESS'`)
 	if err != nil {
 		return err
