@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -273,7 +274,8 @@ func (r *runner) execute(w *work) (res *result) {
 			return &result{w: w, kind: kindDone, err: tracking.Permanent(fmt.Errorf("chain input_data: %w", err))}
 		}
 	}
-	job.Logger = r.e.log.With("stage", c.Stage, "task_id", c.TaskID, "chain_id", c.ChainID, "batch_id", c.BatchID, "attempt", c.Attempt)
+	job.Logger = taskLogger(r.e.log, slog.String("stage", string(c.Stage)), slog.String("task_id", c.TaskID),
+		slog.String("chain_id", c.ChainID), slog.String("batch_id", c.BatchID), slog.Int("attempt", c.Attempt))
 	ctx := w.ctx
 	if r.cfg.Timeout > 0 {
 		var cancel context.CancelFunc

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Notification channels docpipe processes LISTEN on.
@@ -308,26 +309,32 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 	// Lock order everywhere: task rows, then chain rows, then chunk rows,
 	// then batch rows, each in id order, so concurrent committers cannot
 	// deadlock on the rows they share.
-	sorted := slices.Clone(outcomes)
-	slices.SortFunc(sorted, func(a, b Outcome) int { return cmp.Compare(a.Task.ID, b.Task.ID) })
+	sorted := make([]*Outcome, len(outcomes))
+	for i := range outcomes {
+		sorted[i] = &outcomes[i]
+	}
+	slices.SortFunc(sorted, func(a, b *Outcome) int { return cmp.Compare(a.Task.ID, b.Task.ID) })
 
 	var (
-		sIDs, fIDs, bIDs     []int64
-		sAtt, fAtt, bAtt     []int32
-		sRes, sNext          []string
-		sOwner               []*string
-		sLease               []*time.Time
-		sStart, fStart       []*time.Time
-		sEnd, fEnd           []*time.Time
+		n                    = len(sorted)
+		sIDs                 = make([]int64, 0, n)
+		sAtt                 = make([]int32, 0, n)
+		sRes, sNext          = make([]string, 0, n), make([]string, 0, n)
+		sOwner               = make([]*string, 0, n)
+		sLease               = make([]pgtype.Timestamptz, 0, n)
+		sStart, sEnd         = make([]pgtype.Timestamptz, 0, n), make([]pgtype.Timestamptz, 0, n)
+		owner                *string // shared by the outcomes with the same NextOwner
+		fIDs, bIDs           []int64
+		fAtt, bAtt           []int32
+		fStart, fEnd         []pgtype.Timestamptz
 		fErr                 []string
 		fFinal, bFinal       []bool
 		fRunAfter, bRunAfter []time.Time
 		bRes                 []*string
 		bErr                 []*string
-		byID                 = make(map[int64]*Outcome, len(sorted))
+		byID                 = make(map[int64]*Outcome, n)
 	)
-	for i := range sorted {
-		o := &sorted[i]
+	for _, o := range sorted {
 		byID[o.Task.ID] = o
 		if o.Task.ChainPK == 0 {
 			bIDs = append(bIDs, o.Task.ID)
@@ -349,19 +356,21 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			sRes = append(sRes, string(resultOrNull(o.Result)))
 			sNext = append(sNext, NewID())
 			if o.NextOwner != "" {
-				owner, until := o.NextOwner, now.Add(o.NextLease)
-				sOwner, sLease = append(sOwner, &owner), append(sLease, &until)
+				if owner == nil || *owner != o.NextOwner {
+					owner = &o.NextOwner
+				}
+				sOwner, sLease = append(sOwner, owner), append(sLease, timestamptz(now.Add(o.NextLease)))
 			} else {
-				sOwner, sLease = append(sOwner, nil), append(sLease, nil)
+				sOwner, sLease = append(sOwner, nil), append(sLease, pgtype.Timestamptz{})
 			}
-			sStart, sEnd = append(sStart, timeOrNil(o.StartedAt)), append(sEnd, timeOrNil(o.FinishedAt))
+			sStart, sEnd = append(sStart, timestamptz(o.StartedAt)), append(sEnd, timestamptz(o.FinishedAt))
 		} else {
 			fIDs = append(fIDs, o.Task.ID)
 			fAtt = append(fAtt, int32(o.Task.Attempt))
 			fErr = append(fErr, truncate(o.Err.Error(), MaxErrorLen))
 			fFinal = append(fFinal, o.final())
 			fRunAfter = append(fRunAfter, o.retryAt(now))
-			fStart, fEnd = append(fStart, timeOrNil(o.StartedAt)), append(fEnd, timeOrNil(o.FinishedAt))
+			fStart, fEnd = append(fStart, timestamptz(o.StartedAt)), append(fEnd, timestamptz(o.FinishedAt))
 		}
 	}
 
@@ -511,11 +520,9 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 	return res, nil
 }
 
-func timeOrNil(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
+// timestamptz is t as a parameter: NULL when zero.
+func timestamptz(t time.Time) pgtype.Timestamptz {
+	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
 }
 
 func (o *Outcome) retryAt(now time.Time) time.Time {
