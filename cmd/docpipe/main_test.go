@@ -77,11 +77,11 @@ func TestMigrateCommands(t *testing.T) {
 	}{
 		{[]string{"migrate", "version"}, "0"},
 		{[]string{"migrate", "status"}, "pending  00001"},
-		{[]string{"migrate", "up"}, "applied 1 migration(s); schema version 1"},
-		{[]string{"migrate", "up"}, "applied 0 migration(s); schema version 1"},
-		{[]string{"migrate", "status"}, "applied  00001"},
-		{[]string{"migrate", "down"}, "undid one migration; schema version 0"},
-		{[]string{"migrate", "up"}, "applied 1 migration(s)"},
+		{[]string{"migrate", "up"}, "applied 2 migration(s); schema version 2"},
+		{[]string{"migrate", "up"}, "applied 0 migration(s); schema version 2"},
+		{[]string{"migrate", "status"}, "applied  00002"},
+		{[]string{"migrate", "down"}, "undid one migration; schema version 1"},
+		{[]string{"migrate", "up"}, "applied 1 migration(s); schema version 2"},
 	}
 	for _, s := range steps {
 		code, stdout, stderr := runCmd(t, context.Background(), map[string]string{"DATABASE_URL": dsn}, s.args...)
