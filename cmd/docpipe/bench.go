@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,8 @@ type benchConfig struct {
 	Rescue      bool
 	Fast        bool
 	OCR         string
+	CPUProfile  string
+	MemProfile  string
 }
 
 func benchCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -54,6 +57,8 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs.BoolVar(&c.Rescue, "rescue", false, "also measure how long a dead process's tasks take to be rescued with default leases (~40 s)")
 	fs.BoolVar(&c.Fast, "fast", false, "run the private cluster with fsync off (default: durable settings)")
 	fs.StringVar(&c.OCR, "ocr", "", "also benchmark the OCR stage against the tesseract CLI on the images in this directory")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a Go CPU profile of the throughput run to this file")
+	fs.StringVar(&c.MemProfile, "memprofile", "", "write a Go allocation profile, taken after the throughput run, to this file")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -181,8 +186,19 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	var lsn0 string
-	if err := b.pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn0); err != nil {
+	var fpi0 float64
+	if err := b.pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text, wal_fpi FROM pg_stat_wal`).Scan(&lsn0, &fpi0); err != nil {
 		return err
+	}
+	if b.cfg.CPUProfile != "" {
+		f, err := os.Create(b.cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
 	}
 	t0 := time.Now()
 	stop := runEngine(ctx, e)
@@ -191,10 +207,19 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	elapsed := time.Since(t0)
+	if b.cfg.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if b.cfg.MemProfile != "" {
+		if err := writeHeapProfile(b.cfg.MemProfile); err != nil {
+			return err
+		}
+	}
 	cpu1, _ := readCPU()
 	stop()
 	var wal float64
-	if err := b.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)`, lsn0).Scan(&wal); err != nil {
+	var fpi float64
+	if err := b.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn), wal_fpi FROM pg_stat_wal`, lsn0).Scan(&wal, &fpi); err != nil {
 		return err
 	}
 	tasks := 4 * b.cfg.Chains
@@ -202,7 +227,7 @@ func (b *bench) run(ctx context.Context) error {
 	self, pg := cpu1.self-cpu0.self, cpu1.postgres-cpu0.postgres
 	fmt.Fprintf(tw, "CPU per stage task\t%.1f µs\tdocpipe %.1f µs + postgres %.1f µs (target <= 100)\n",
 		float64((self+pg).Microseconds())/float64(tasks), float64(self.Microseconds())/float64(tasks), float64(pg.Microseconds())/float64(tasks))
-	fmt.Fprintf(tw, "WAL per stage task\t%.0f bytes\twrite volume: what the tables and indexes cost per task\n", wal/float64(tasks))
+	fmt.Fprintf(tw, "WAL per stage task\t%.0f bytes\twrite volume: what the tables and indexes cost per task; %.0f full-page images in all\n", wal/float64(tasks), fpi-fpi0)
 	fmt.Fprintf(tw, "tasks handed off directly\t%.0f%%\t%d claimed, %d handed to the next stage by the commit before it; %d commits\n",
 		100*float64(b.obs.handedOff.Load())/float64(tasks), b.obs.claimed.Load(), b.obs.handedOff.Load(), b.obs.commits.Load())
 	lat, err := percentiles(ctx, b.pool, `SELECT extract(epoch FROM finished_at - started_at) FROM chain_executions WHERE status = 'SUCCESS'`)
@@ -482,4 +507,16 @@ func readCPU() (cpuTimes, error) {
 		t.postgres += time.Duration(u+st+cu+cs) * tick
 	}
 	return t, nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
