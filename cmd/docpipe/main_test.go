@@ -121,3 +121,21 @@ func TestProcess(t *testing.T) {
 		t.Fatalf("images not stored under the data directory: %v", err)
 	}
 }
+
+// TestBenchRuns: a small docpipe bench against a test database runs every
+// phase and prints its figures (their values are for the README, not for
+// tests).
+func TestBenchRuns(t *testing.T) {
+	dsn := pgtest.NewDSN(t)
+	code, stdout, stderr := runCmd(t, context.Background(), map[string]string{"DATABASE_URL": dsn},
+		"bench", "-chains", "200", "-batch", "50", "-runs", "2", "-low-rate", "20", "-low-duration", "1s")
+	if code != 0 {
+		t.Fatalf("exit %d; stderr %s", code, stderr)
+	}
+	for _, want := range []string{"stage tasks/s", "CPU per stage task", "WAL per stage task", "tasks handed off directly",
+		"pickup latency p50/p99", "chain latency at low rate", "task_logs size before/after"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+}
