@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +45,7 @@ type work struct {
 	group  *group
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	job    Job // what the stage is given (one allocation with the work)
 }
 
 // group is the tasks of one chunk taken by one claim: they are committed
@@ -265,7 +266,8 @@ func (r *runner) interrupted(w *work) *result {
 
 func (r *runner) execute(w *work) (res *result) {
 	c := &w.c
-	job := &Job{
+	job := &w.job
+	*job = Job{
 		TaskID: c.TaskID, Stage: c.Stage, StageIndex: c.StageIndex, Attempt: c.Attempt, MaxAttempts: c.MaxAttempts,
 		ChainPK: c.ChainPK, ChainID: c.ChainID, BatchID: c.BatchID, Reader: r.e.cfg.Queue,
 	}
@@ -274,8 +276,7 @@ func (r *runner) execute(w *work) (res *result) {
 			return &result{w: w, kind: kindDone, err: tracking.Permanent(fmt.Errorf("chain input_data: %w", err))}
 		}
 	}
-	job.Logger = taskLogger(r.e.log, slog.String("stage", string(c.Stage)), slog.String("task_id", c.TaskID),
-		slog.String("chain_id", c.ChainID), slog.String("batch_id", c.BatchID), slog.Int("attempt", c.Attempt))
+	job.Logger = taskLogger(r.e.log, c)
 	ctx := w.ctx
 	if r.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -565,10 +566,18 @@ func (r *runner) reserveNext(results []*result, outcomes []tracking.Outcome) *ha
 
 // deliver dispatches the tasks a commit started to their stages.
 func (h *handoffs) deliver(ctx context.Context, started []tracking.Claimed) {
-	byStage := map[*runner][]tracking.Claimed{}
-	for _, c := range started {
-		next := h.from.e.runners[c.Stage]
-		byStage[next] = append(byStage[next], c)
+	if len(started) == 0 {
+		return
+	}
+	var byStage map[*runner][]tracking.Claimed
+	if !slices.ContainsFunc(started, func(c tracking.Claimed) bool { return c.Stage != started[0].Stage }) {
+		byStage = map[*runner][]tracking.Claimed{h.from.e.runners[started[0].Stage]: started} // the usual case: one next stage
+	} else {
+		byStage = map[*runner][]tracking.Claimed{}
+		for _, c := range started {
+			next := h.from.e.runners[c.Stage]
+			byStage[next] = append(byStage[next], c)
+		}
 	}
 	for next, cs := range byStage {
 		h.reserved[next] -= len(cs) // now counted as the next stage's in-flight tasks

@@ -411,6 +411,9 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		if err != nil {
 			return nil, fmt.Errorf("record successes: %w", err)
 		}
+		if owner != nil {
+			res.Started = make([]Claimed, 0, len(sIDs))
+		}
 		nextTaskID := make(map[int64]string, len(sIDs))
 		for i, id := range sIDs {
 			nextTaskID[id] = sNext[i]
