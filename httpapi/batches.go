@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/docpipe/docpipe/tracking"
@@ -100,18 +101,22 @@ func (a *api) submitPaths(w http.ResponseWriter, r *http.Request) (_ *tracking.B
 	if err := checkBatchFields(in.ChunkSize, in.Options); err != nil {
 		return nil, nil, err
 	}
+	if len(a.inputDirs) == 0 {
+		return nil, nil, forbidden("submitting server paths is disabled: upload the files, or start the daemon with -input-dirs naming the directories clients may submit from")
+	}
 	seen := make(map[string]bool, len(in.Images))
 	chains := make([]tracking.NewChain, len(in.Images))
 	ids := make([]string, len(in.Images))
-	for _, p := range in.Images {
-		if err := checkServerPath(p); err != nil {
+	real := make([]string, len(in.Images)) // symbolic links resolved
+	for i, p := range in.Images {
+		r, err := a.checkServerPath(p)
+		if err != nil {
 			return nil, nil, err
 		}
-		p = filepath.Clean(p)
-		if seen[p] {
+		if seen[r] {
 			return nil, nil, badRequest("image %q is listed twice", p)
 		}
-		seen[p] = true
+		seen[r], real[i] = true, r
 	}
 	// Each chain gets its own copy (a hard link when the file system
 	// allows) under the uploads tree, as an upload would: the same file may
@@ -127,10 +132,9 @@ func (a *api) submitPaths(w http.ResponseWriter, r *http.Request) (_ *tracking.B
 		}
 	}()
 	for i, p := range in.Images {
-		p = filepath.Clean(p)
 		ids[i] = tracking.NewID()
 		chains[i] = tracking.NewChain{ChainID: ids[i]}
-		stored, err := a.storeServerFile(ids[i], p)
+		stored, err := a.storeServerFile(ids[i], real[i], filepath.Base(filepath.Clean(p)))
 		if stored != "" {
 			chains[i].Input = tracking.ChainInput{ImagePath: stored, FileName: filepath.Base(p), PublicURL: imageURL(ids[i])}
 		}
@@ -152,24 +156,41 @@ func (a *api) submitPaths(w http.ResponseWriter, r *http.Request) (_ *tracking.B
 	return b, ids, nil
 }
 
-// checkServerPath accepts absolute paths of existing regular files.
-func checkServerPath(p string) error {
+// checkServerPath accepts absolute paths of existing regular files inside
+// the input directories, once symbolic links are resolved, and returns the
+// resolved path (the one to read: a link swapped afterwards is not
+// followed again).
+func (a *api) checkServerPath(p string) (string, error) {
 	if !filepath.IsAbs(p) {
-		return badRequest("image %q is not an absolute path", p)
+		return "", badRequest("image %q is not an absolute path", p)
 	}
 	if len(p) > maxPathBytes {
-		return badRequest("image path %q is longer than %d bytes", p, maxPathBytes)
+		return "", badRequest("image path %q is longer than %d bytes", p, maxPathBytes)
 	}
-	st, err := os.Stat(p)
+	real, err := filepath.EvalSymlinks(p)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return badRequest("image %q does not exist", p)
+		return "", badRequest("image %q does not exist", p)
 	case err != nil:
-		return badRequest("image %q cannot be read", p)
-	case !st.Mode().IsRegular():
-		return badRequest("image %q is not a regular file", p)
+		return "", badRequest("image %q cannot be read", p)
 	}
-	return nil
+	if !slices.ContainsFunc(a.inputDirs, func(dir string) bool { return within(dir, real) }) {
+		return "", forbidden("image %q is outside the directories server paths may be submitted from", p)
+	}
+	st, err := os.Stat(real)
+	switch {
+	case err != nil:
+		return "", badRequest("image %q cannot be read", p)
+	case !st.Mode().IsRegular():
+		return "", badRequest("image %q is not a regular file", p)
+	}
+	return real, nil
+}
+
+// within reports whether path lies inside dir (both absolute and clean).
+func within(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
 }
 
 // checkBatchFields validates the fields both submission forms share.

@@ -27,9 +27,14 @@ func tempImage(t *testing.T, dir, name, content string) string {
 	return p
 }
 
+// inputDirs allows server paths from dirs.
+func inputDirs(dirs ...string) func(*httpapi.Options) {
+	return func(o *httpapi.Options) { o.InputDirs = dirs }
+}
+
 func TestSubmitServerPaths(t *testing.T) {
-	e := newEnv(t, nil)
 	dir := t.TempDir()
+	e := newEnv(t, inputDirs(dir))
 	a, b := tempImage(t, dir, "a.png", "png a"), tempImage(t, dir, "b.png", "png b")
 
 	rec := e.postJSON(t, "/batches", map[string]any{
@@ -106,9 +111,21 @@ func TestSubmitServerPaths(t *testing.T) {
 }
 
 func TestSubmitServerPathsInvalid(t *testing.T) {
-	e := newEnv(t, nil)
 	dir := t.TempDir()
+	e := newEnv(t, inputDirs(dir))
 	img := tempImage(t, dir, "ok.png", "png")
+	outsideDir := t.TempDir()
+	outside := tempImage(t, outsideDir, "secret.png", "secret")
+	link := filepath.Join(dir, "link.png") // inside, pointing outside
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	sibling := dir + "-sibling" // shares the allowed directory's name as a prefix
+	if err := os.Mkdir(sibling, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sibling) })
+	siblingImg := tempImage(t, sibling, "s.png", "s")
 	tests := []struct {
 		name string
 		body string
@@ -130,6 +147,11 @@ func TestSubmitServerPathsInvalid(t *testing.T) {
 		{"name too long", `{"images": ["` + img + `"], "batch_name": "` + strings.Repeat("n", 300) + `"}`, 400, "255"},
 		{"path too long", `{"images": ["/` + strings.Repeat("p", 300) + `.png"]}`, 400, "longer than 255 bytes"},
 		{"two values", `{"images": ["` + img + `"]} {}`, 400, "more than one"},
+		{"outside the input dirs", `{"images": ["` + img + `", "` + outside + `"]}`, 403, "outside the directories"},
+		{"symlink out of the input dirs", `{"images": ["` + link + `"]}`, 403, "outside the directories"},
+		{"dot-dot out of the input dirs", `{"images": ["` + dir + `/../` + filepath.Base(outsideDir) + `/secret.png"]}`, 403, "outside"},
+		{"a sibling with the same prefix", `{"images": ["` + siblingImg + `"]}`, 403, "outside the directories"},
+		{"system file", `{"images": ["/etc/passwd"]}`, 403, "outside the directories"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,6 +163,13 @@ func TestSubmitServerPathsInvalid(t *testing.T) {
 	}
 	t.Run("unsupported media type", func(t *testing.T) {
 		wantError(t, e.do(t, "POST", "/batches", strings.NewReader("x"), "Content-Type", "text/plain"), 415)
+	})
+	t.Run("server paths not enabled", func(t *testing.T) {
+		closed := newEnv(t, nil)
+		m := wantError(t, closed.postJSON(t, "/batches", `{"images": ["`+img+`"]}`), 403)
+		if msg, _ := m["error"].(string); !strings.Contains(msg, "-input-dirs") {
+			t.Errorf("error %q, want it to name -input-dirs", msg)
+		}
 	})
 	if len(*e.woken) != 0 {
 		t.Errorf("woken %v after failed submissions", *e.woken)

@@ -125,10 +125,11 @@ func TestWorkbooks(t *testing.T) {
 }
 
 func TestChainImageOnlyFromDataDir(t *testing.T) {
-	e := newEnv(t, nil)
+	serverDir := t.TempDir()
+	e := newEnv(t, inputDirs(serverDir))
 	// A chain whose image lies outside the data dir (another process's
 	// submission, an old row) is never served.
-	outside := tempImage(t, t.TempDir(), "server.png", "server file")
+	outside := tempImage(t, serverDir, "server.png", "server file")
 	c, err := e.store.CreateChain(context.Background(), tracking.NewBatch{Chains: []tracking.NewChain{{Input: tracking.ChainInput{ImagePath: outside}}}})
 	if err != nil {
 		t.Fatal(err)

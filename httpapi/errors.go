@@ -25,6 +25,11 @@ func badRequest(format string, args ...any) error {
 	return &clientError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
 }
 
+// forbidden returns a 403 clientError.
+func forbidden(format string, args ...any) error {
+	return &clientError{http.StatusForbidden, fmt.Sprintf(format, args...)}
+}
+
 // notFoundError returns a 404 clientError.
 func notFoundError(format string, args ...any) error {
 	return &clientError{http.StatusNotFound, fmt.Sprintf(format, args...)}

@@ -56,6 +56,12 @@ type Options struct {
 	// and the only tree images, workbooks and summaries are served from.
 	// Default: "data".
 	DataDir string
+	// InputDirs are the directories whose files may be submitted by server
+	// path (a JSON submission); a path is checked after its symbolic links
+	// are resolved. Empty: server paths are refused (403) — the daemon
+	// reads, stores and serves what it is given, so without a list any
+	// client could have it copy out any file it can read.
+	InputDirs []string
 	// MaxUploadBytes is the largest uploaded file; default DefaultMaxUploadBytes.
 	MaxUploadBytes int64
 	// MaxRequestBytes is the largest request body; default DefaultMaxRequestBytes.
@@ -83,7 +89,8 @@ type api struct {
 	wake        func(tracking.Stage)
 	ready       func(ctx context.Context) error
 	firstStage  tracking.Stage
-	uploadsRoot string // dataDir/uploads
+	uploadsRoot string   // dataDir/uploads
+	inputDirs   []string // resolved InputDirs
 }
 
 // New returns the HTTP API as a handler, wrapped in its middleware
@@ -118,6 +125,14 @@ func New(opts Options) http.Handler {
 	}
 	a.dataDir = abs
 	a.uploadsRoot = filepath.Join(abs, "uploads")
+	for _, d := range opts.InputDirs {
+		if real, err := filepath.EvalSymlinks(d); err == nil {
+			d = real
+		}
+		if d, err := filepath.Abs(d); err == nil {
+			a.inputDirs = append(a.inputDirs, d)
+		}
+	}
 	if a.maxFile <= 0 {
 		a.maxFile = DefaultMaxUploadBytes
 	}

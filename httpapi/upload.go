@@ -323,14 +323,14 @@ func truncateUTF8(s string, n int) string {
 }
 
 // storeServerFile links (or, across file systems, copies) the server file
-// src to the uploads tree under chainID. It returns the stored path as soon
+// src to the uploads tree under chainID, named after base. It returns the stored path as soon
 // as its directory exists, even on error, so that the caller can remove it.
-func (a *api) storeServerFile(chainID, src string) (string, error) {
+func (a *api) storeServerFile(chainID, src, base string) (string, error) {
 	dir := filepath.Join(a.uploadsRoot, chainID)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("create upload dir: %w", err)
 	}
-	name := fitName(sanitizeFileName(filepath.Base(src)), maxPathBytes-len(dir)-1)
+	name := fitName(sanitizeFileName(base), maxPathBytes-len(dir)-1)
 	if name == "" || strings.HasPrefix(name, ".") {
 		name = "image"
 	}

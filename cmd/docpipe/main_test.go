@@ -37,6 +37,8 @@ func TestUsageErrors(t *testing.T) {
 		{"process nothing", []string{"process"}, 2, "name at least one image or directory"},
 		{"process missing file", []string{"process", "/no/such/file.png"}, 2, "no such file"},
 		{"bad log level", []string{"migrate", "status", "-log-level", "loud", "-database-url", "host=/nonexistent"}, 2, "-log-level"},
+		{"input dir not absolute", []string{"serve", "-input-dirs", "scans"}, 2, `-input-dirs: "scans" is not an absolute path`},
+		{"input dir missing", []string{"serve", "-input-dirs", "/tmp,/no/such/dir"}, 2, `-input-dirs: "/no/such/dir" is not a directory`},
 		{"help", []string{"help"}, 0, ""},
 		{"serve -h", []string{"serve", "-h"}, 0, ""},
 	}

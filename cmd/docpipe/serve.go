@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +29,7 @@ type serveConfig struct {
 	Lease           time.Duration
 	ShutdownTimeout time.Duration
 	PollInterval    time.Duration
+	InputDirs       string
 }
 
 func serveCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -40,11 +43,17 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(getenv, "DOCPIPE_SHUTDOWN_TIMEOUT", 30*time.Second),
 		"on SIGTERM, how long running tasks may finish before they are handed back (env DOCPIPE_SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&c.PollInterval, "poll", envDuration(getenv, "DOCPIPE_POLL", time.Second), "fallback queue poll when no notification arrives (env DOCPIPE_POLL)")
+	fs.StringVar(&c.InputDirs, "input-dirs", getenv("DOCPIPE_INPUT_DIRS"),
+		"comma-separated directories whose files clients may submit by server path; empty: only uploads (env DOCPIPE_INPUT_DIRS)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, fs.Args())
+	}
+	inputDirs, err := parseInputDirs(c.InputDirs)
+	if err != nil {
+		return err
 	}
 	log, err := c.logger(stderr)
 	if err != nil {
@@ -88,7 +97,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 	}
-	api := httpapi.Options{Store: store, Logger: log, Metrics: m, Gatherer: reg, DataDir: c.DataDir, Ready: store.Ping}
+	api := httpapi.Options{Store: store, Logger: log, Metrics: m, Gatherer: reg, DataDir: c.DataDir, Ready: store.Ping, InputDirs: inputDirs}
 	if engine != nil {
 		api.Wake = engine.Wake
 	}
@@ -131,4 +140,24 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	log.Info("docpipe stopped")
 	return nil
+}
+
+// parseInputDirs splits -input-dirs: absolute paths of existing directories.
+func parseInputDirs(list string) ([]string, error) {
+	var dirs []string
+	for d := range strings.SplitSeq(list, ",") {
+		d = strings.TrimSpace(d)
+		if d == "" {
+			continue
+		}
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("%w: -input-dirs: %q is not an absolute path", errUsage, d)
+		}
+		st, err := os.Stat(d)
+		if err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("%w: -input-dirs: %q is not a directory", errUsage, d)
+		}
+		dirs = append(dirs, d)
+	}
+	return dirs, nil
 }
