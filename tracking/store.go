@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
-	"strings"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -129,19 +131,20 @@ func IsTransient(err error) bool {
 	if errors.As(err, &connErr) {
 		return true
 	}
-	// Broken pipes, resets, EOFs from a server that went away mid-query.
-	return isNetErr(err)
+	return isConnLost(err)
 }
 
-func isNetErr(err error) bool {
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		if _, ok := e.(interface{ Timeout() bool }); ok {
-			return true
-		}
+// isConnLost reports whether err says the connection went away mid-query
+// (the server restarted, a network hiccup): a closed connection, a reset or
+// broken pipe, an unexpected EOF, a refused or timed-out network call.
+func isConnLost(err error) bool {
+	var netErr net.Error // *net.OpError: refused, reset, timeouts
+	if errors.As(err, &netErr) {
+		return true
 	}
-	s := err.Error()
-	for _, frag := range []string{"conn closed", "connection reset", "broken pipe", "unexpected EOF", "connection refused", "no such file or directory", "server closed the connection"} {
-		if strings.Contains(s, frag) {
+	for _, target := range []error{pgconn.ErrConnClosed, net.ErrClosed, io.ErrUnexpectedEOF, io.EOF,
+		syscall.ECONNRESET, syscall.ECONNABORTED, syscall.EPIPE, syscall.ECONNREFUSED, syscall.ENOENT} {
+		if errors.Is(err, target) {
 			return true
 		}
 	}

@@ -4,11 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/docpipe/docpipe/tracking"
 	"github.com/docpipe/docpipe/tracking/pgtest"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func images(n int) []tracking.NewChain {
@@ -87,5 +94,54 @@ func TestSmokeLifecycle(t *testing.T) {
 	o, err := s.OCRResult(ctx, c.ChainID)
 	if err != nil || len(o.Boxes) != 1 {
 		t.Fatal(err)
+	}
+}
+
+func TestIsTransient(t *testing.T) {
+	ctx := context.Background()
+	// A connection that really went away: closed, then used.
+	conn, err := pgx.Connect(ctx, pgtest.NewDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, closedErr := conn.Exec(ctx, "SELECT 1")
+	// A real refused dial.
+	_, refusedErr := net.Dial("tcp", "127.0.0.1:1")
+
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"closed connection", closedErr, true},
+		{"refused dial", fmt.Errorf("claim: %w", refusedErr), true},
+		{"unexpected EOF", fmt.Errorf("commit: %w", io.ErrUnexpectedEOF), true},
+		{"reset", &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
+		{"broken pipe", fmt.Errorf("write: %w", syscall.EPIPE), true},
+		{"socket gone", fmt.Errorf("dial unix /tmp/.s.PGSQL.5432: %w", syscall.ENOENT), true},
+		{"admin shutdown", &pgconn.PgError{Code: "57P01"}, true},
+		{"connection failure", &pgconn.PgError{Code: "08006"}, true},
+		{"deadlock", fmt.Errorf("revoke: %w", &pgconn.PgError{Code: "40P01"}), true},
+		{"too many connections", &pgconn.PgError{Code: "53300"}, true},
+		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
+		{"syntax error", &pgconn.PgError{Code: "42601"}, false},
+		{"cancelled", context.Canceled, false},
+		{"a message that merely mentions a broken pipe", errors.New("stage failed: broken pipe in the scanner"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "closed connection" || tt.name == "refused dial" {
+				if tt.err == nil {
+					t.Fatal("expected an error from the real operation")
+				}
+			}
+			if got := tracking.IsTransient(tt.err); got != tt.want {
+				t.Errorf("IsTransient(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }
