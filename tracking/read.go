@@ -252,3 +252,17 @@ func (s *Store) BatchCounts(ctx context.Context) (map[Status]int, error) {
 	}
 	return out, nil
 }
+
+// KnownChains returns which of ids are chain_ids of stored chains.
+func (s *Store) KnownChains(ctx context.Context, ids []string) (map[string]bool, error) {
+	rows, err := s.pool.Query(ctx, `SELECT chain_id FROM chain_executions WHERE chain_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("known chains: %w", err)
+	}
+	known := make(map[string]bool, len(ids))
+	var id string
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { known[id] = true; return nil }); err != nil {
+		return nil, fmt.Errorf("known chains: %w", err)
+	}
+	return known, nil
+}

@@ -119,6 +119,17 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 		})
 	}
 	wg.Go(func() {
+		// Upload directories of submissions a crash cut short (stored
+		// files, no batch), left from earlier runs.
+		n, err := httpapi.SweepUploads(runCtx, c.DataDir, store, time.Hour)
+		switch {
+		case err != nil && runCtx.Err() == nil:
+			log.Warn("sweeping orphaned uploads", "err", err)
+		case n > 0:
+			log.Info("removed orphaned upload directories", "count", n)
+		}
+	})
+	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("http: %w", err)
 		}
