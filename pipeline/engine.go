@@ -210,7 +210,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	for _, r := range e.runners {
-		wg.Go(func() { r.run(claimCtx, workCtx, commitCtx) })
+		wg.Go(func() { r.run(commitCtx) })
 	}
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var bg sync.WaitGroup

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +32,8 @@ type runner struct {
 	jobs     chan *work
 	results  chan *result
 
-	// Direct hand-offs from the previous stage's committer: set by run.
+	// claimCtx ends claiming, workCtx cancels running work: set by
+	// Engine.Run before the runners start (hand-offs use them too).
 	claimCtx, workCtx context.Context
 	jobsMu            sync.Mutex // held to send a hand-off and to close jobs
 	closed            bool       // jobs is closed: no more hand-offs
@@ -116,8 +116,10 @@ func (r *runner) freed(n int) {
 	}
 }
 
-// run owns the stage's goroutines and returns when all have ended.
-func (r *runner) run(claimCtx, workCtx, commitCtx context.Context) {
+// run owns the stage's goroutines and returns when all have ended. The
+// engine sets r.claimCtx and r.workCtx first.
+func (r *runner) run(commitCtx context.Context) {
+	claimCtx, workCtx := r.claimCtx, r.workCtx
 	var workers sync.WaitGroup
 	for range r.cfg.Workers {
 		workers.Go(func() { r.work(claimCtx, workCtx) })
@@ -484,25 +486,40 @@ func (r *runner) handBack(ctx context.Context, results []*result) {
 	for i, res := range results {
 		refs[i] = tracking.TaskRef{ID: res.w.c.ID, Attempt: res.w.c.Attempt}
 	}
-	for attempt := 1; ; attempt++ {
-		n, err := r.e.cfg.Queue.HandBack(ctx, refs)
-		if err == nil {
-			r.e.log.Info("handed back unfinished tasks", "stage", r.cfg.Stage, "tasks", n)
-			break
-		}
-		if !tracking.IsTransient(err) || ctx.Err() != nil {
-			r.e.log.Error("cannot hand back tasks; their leases will expire and be rescued", "stage", r.cfg.Stage, "err", err)
-			break
-		}
-		if !sleepCtx(ctx, tracking.RetryDelay(attempt)) {
-			break
-		}
-	}
+	r.returnToQueue(ctx, refs)
 	for _, res := range results {
 		r.e.unregister(res.w.c.ID)
 		res.w.cancel(nil)
 	}
 	r.freed(len(results))
+}
+
+// returnToQueue hands attempts of this stage back (PENDING, attempt not
+// counted), retrying while the database is unreachable; tasks it cannot
+// hand back keep their leases, which expire and are rescued.
+func (r *runner) returnToQueue(ctx context.Context, refs []tracking.TaskRef) {
+	for attempt := 1; ; attempt++ {
+		n, err := r.e.cfg.Queue.HandBack(ctx, refs)
+		if err == nil {
+			r.e.log.Info("handed back unfinished tasks", "stage", r.cfg.Stage, "tasks", n)
+			return
+		}
+		if !tracking.IsTransient(err) || ctx.Err() != nil {
+			r.e.log.Error("cannot hand back tasks; their leases will expire and be rescued", "stage", r.cfg.Stage, "err", err)
+			return
+		}
+		if !sleepCtx(ctx, tracking.RetryDelay(attempt)) {
+			return
+		}
+	}
+}
+
+func refsOf(cs []tracking.Claimed) []tracking.TaskRef {
+	refs := make([]tracking.TaskRef, len(cs))
+	for i, c := range cs {
+		refs[i] = tracking.TaskRef{ID: c.ID, Attempt: c.Attempt}
+	}
+	return refs
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -565,24 +582,13 @@ func (r *runner) reserveNext(results []*result, outcomes []tracking.Outcome) *ha
 }
 
 // deliver dispatches the tasks a commit started to their stages.
-func (h *handoffs) deliver(ctx context.Context, started []tracking.Claimed) {
-	if len(started) == 0 {
-		return
-	}
-	var byStage map[*runner][]tracking.Claimed
-	if !slices.ContainsFunc(started, func(c tracking.Claimed) bool { return c.Stage != started[0].Stage }) {
-		byStage = map[*runner][]tracking.Claimed{h.from.e.runners[started[0].Stage]: started} // the usual case: one next stage
-	} else {
-		byStage = map[*runner][]tracking.Claimed{}
-		for _, c := range started {
-			next := h.from.e.runners[c.Stage]
-			byStage[next] = append(byStage[next], c)
-		}
-	}
-	for next, cs := range byStage {
+func (h *handoffs) deliver(ctx context.Context, started map[tracking.Stage][]tracking.Claimed) {
+	for st, cs := range started {
+		next := h.from.e.runners[st]
 		h.reserved[next] -= len(cs) // now counted as the next stage's in-flight tasks
 		if !next.handOff(cs) {
-			h.from.handBackClaimed(ctx, next, cs)
+			next.returnToQueue(ctx, refsOf(cs))
+			next.freed(len(cs))
 		}
 	}
 }
@@ -622,17 +628,4 @@ func (r *runner) handOff(cs []tracking.Claimed) bool {
 	r.e.obs.HandedOff(r.cfg.Stage, len(cs))
 	r.dispatch(cs, r.workCtx)
 	return true
-}
-
-// handBackClaimed returns started tasks that next can no longer run to the
-// queue (PENDING, attempt not counted) and frees their room.
-func (r *runner) handBackClaimed(ctx context.Context, next *runner, cs []tracking.Claimed) {
-	refs := make([]tracking.TaskRef, len(cs))
-	for i, c := range cs {
-		refs[i] = tracking.TaskRef{ID: c.ID, Attempt: c.Attempt}
-	}
-	if _, err := r.e.cfg.Queue.HandBack(ctx, refs); err != nil {
-		r.e.log.Error("cannot hand back tasks; their leases will expire and be rescued", "stage", next.cfg.Stage, "err", err)
-	}
-	next.freed(len(cs))
 }

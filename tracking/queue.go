@@ -174,7 +174,7 @@ type CommitResult struct {
 	Retried      int            // tasks RETRY
 	Failed       int            // tasks FAILURE
 	Enqueued     map[Stage]int  // next tasks created PENDING, per stage (claimers to wake)
-	Started      []Claimed      // next tasks created STARTED for their NextOwner (direct hand-off)
+	Started      map[Stage][]Claimed // next tasks created STARTED for their NextOwner (direct hand-off), per stage
 	ChainsEnd    map[Status]int // chains that ended, per final status
 	BatchesEnded []string       // batch_ids that ended
 }
@@ -412,7 +412,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			return nil, fmt.Errorf("record successes: %w", err)
 		}
 		if owner != nil {
-			res.Started = make([]Claimed, 0, len(sIDs))
+			res.Started = map[Stage][]Claimed{}
 		}
 		nextTaskID := make(map[int64]string, len(sIDs))
 		for i, id := range sIDs {
@@ -435,7 +435,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 				res.Enqueued[Stage(c.next)]++
 			case StatusStarted:
 				t := o.Task
-				res.Started = append(res.Started, Claimed{ID: n.id, TaskID: nextTaskID[id], Stage: Stage(c.next),
+				res.Started[Stage(c.next)] = append(res.Started[Stage(c.next)], Claimed{ID: n.id, TaskID: nextTaskID[id], Stage: Stage(c.next),
 					StageIndex: t.StageIndex + 1, Attempt: 1, MaxAttempts: t.MaxAttempts, ChainPK: t.ChainPK,
 					ChainID: t.ChainID, BatchPK: t.BatchPK, BatchID: t.BatchID, ChunkIndex: t.ChunkIndex,
 					Input: t.Input, NextStage: Stage(c.after)})
