@@ -168,15 +168,15 @@ func (o *Outcome) final() bool {
 
 // CommitResult says what a Complete did.
 type CommitResult struct {
-	Applied      int            // outcomes whose attempt still held its task and were recorded
-	Stale        []int64        // task ids whose attempt no longer held the task (revoked, rescued): nothing recorded
-	Succeeded    int            // tasks SUCCESS
-	Retried      int            // tasks RETRY
-	Failed       int            // tasks FAILURE
-	Enqueued     map[Stage]int  // next tasks created PENDING, per stage (claimers to wake)
+	Applied      int                 // outcomes whose attempt still held its task and were recorded
+	Stale        []int64             // task ids whose attempt no longer held the task (revoked, rescued): nothing recorded
+	Succeeded    int                 // tasks SUCCESS
+	Retried      int                 // tasks RETRY
+	Failed       int                 // tasks FAILURE
+	Enqueued     map[Stage]int       // next tasks created PENDING, per stage (claimers to wake)
 	Started      map[Stage][]Claimed // next tasks created STARTED for their NextOwner (direct hand-off), per stage
-	ChainsEnd    map[Status]int // chains that ended, per final status
-	BatchesEnded []string       // batch_ids that ended
+	ChainsEnd    map[Status]int      // chains that ended, per final status
+	BatchesEnded []string            // batch_ids that ended
 }
 
 // Complete records finished attempts in one transaction: each task's
