@@ -211,6 +211,17 @@ func (b *bench) run(ctx context.Context) error {
 	self, _, _ := med(func(r throughputRun) float64 { return r.self })
 	pg, _, _ := med(func(r throughputRun) float64 { return r.pg })
 	fmt.Fprintf(tw, "CPU per stage task\t%.1f µs%s\tdocpipe %.1f µs + postgres %.1f µs, medians (target <= 100)\n", v, rng("%.1f", lo, hi), self, pg)
+	var kinds []string
+	for k := range runs[0].kinds {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	var split []string
+	for _, k := range kinds {
+		v, _, _ := med(func(r throughputRun) float64 { return r.kinds[k] })
+		split = append(split, fmt.Sprintf("%s %.1f", k, v))
+	}
+	fmt.Fprintf(tw, "postgres CPU by process	%s µs	medians; a process that exited during a run (a pooled connection) counts in its postmaster\n", strings.Join(split, ", "))
 	v, _, _ = med(func(r throughputRun) float64 { return r.wal })
 	fpi, _, _ := med(func(r throughputRun) float64 { return r.fpi })
 	fmt.Fprintf(tw, "WAL per stage task\t%.0f bytes\twrite volume: what the tables and indexes cost per task; %.0f full-page images in a run\n", v, fpi)
@@ -452,15 +463,38 @@ func tableStats(ctx context.Context, pool *pgxpool.Pool) (stats, error) {
 
 // cpuTimes is CPU used so far by this process and by every PostgreSQL
 // server process on the machine (those running, plus the exited children
-// the postmaster has reaped).
-type cpuTimes struct{ self, postgres time.Duration }
+// the postmaster has reaped), the latter also per kind of process.
+type cpuTimes struct {
+	self, postgres time.Duration
+	kinds          map[string]time.Duration // pgKind → CPU
+}
+
+// pgKind names a PostgreSQL process by the title it sets itself
+// ("postgres: walwriter", "postgres: user db [local] idle", …). The
+// postmaster's own figure includes its exited children: autovacuum
+// workers, mostly.
+func pgKind(cmdline []byte) string {
+	title, ok := strings.CutPrefix(string(cmdline), "postgres: ")
+	if !ok {
+		return "postmaster + exited children"
+	}
+	switch {
+	case strings.HasPrefix(title, "autovacuum worker"):
+		return "autovacuum"
+	case strings.HasPrefix(title, "walwriter"), strings.HasPrefix(title, "checkpointer"),
+		strings.HasPrefix(title, "background writer"), strings.HasPrefix(title, "autovacuum launcher"),
+		strings.HasPrefix(title, "logical replication launcher"), strings.HasPrefix(title, "stats collector"):
+		return "background"
+	}
+	return "backends"
+}
 
 func readCPU() (cpuTimes, error) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return cpuTimes{}, fmt.Errorf("getrusage: %w", err)
 	}
-	t := cpuTimes{self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+	t := cpuTimes{self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), kinds: map[string]time.Duration{}}
 	procs, err := filepath.Glob("/proc/[0-9]*/stat")
 	if err != nil {
 		return t, err
@@ -488,7 +522,10 @@ func readCPU() (cpuTimes, error) {
 		st, _ := strconv.ParseInt(f[12], 10, 64)
 		cu, _ := strconv.ParseInt(f[13], 10, 64)
 		cs, _ := strconv.ParseInt(f[14], 10, 64)
-		t.postgres += time.Duration(u+st+cu+cs) * tick
+		d := time.Duration(u+st+cu+cs) * tick
+		t.postgres += d
+		cmdline, _ := os.ReadFile(strings.TrimSuffix(p, "stat") + "cmdline")
+		t.kinds[pgKind(cmdline)] += d
 	}
 	return t, nil
 }
@@ -515,6 +552,7 @@ type throughputRun struct {
 	perSec, cpu, self, pg float64 // tasks/s; CPU µs per task: total, docpipe, postgres
 	wal, fpi, handedOff   float64 // WAL bytes per task; full-page images; share of tasks handed off
 	lat                   [2]float64
+	kinds                 map[string]float64 // postgres CPU µs per task, per pgKind
 }
 
 // throughput queues b.cfg.Chains chains, drains them with a fresh engine
@@ -578,6 +616,10 @@ func (b *bench) throughput(ctx context.Context, profile bool) (throughputRun, er
 	r.perSec = tasks / elapsed.Seconds()
 	r.self, r.pg = float64(self.Microseconds())/tasks, float64(pg.Microseconds())/tasks
 	r.cpu = r.self + r.pg
+	r.kinds = map[string]float64{}
+	for k, d := range cpu1.kinds {
+		r.kinds[k] = float64((d - cpu0.kinds[k]).Microseconds()) / tasks
+	}
 	r.wal, r.fpi = wal/tasks, fpi-fpi0
 	r.handedOff = float64(b.obs.handedOff.Load()) / tasks
 	r.lat, err = percentiles(ctx, b.pool, `SELECT extract(epoch FROM finished_at - started_at) FROM chain_executions WHERE status = 'SUCCESS'`)
