@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -139,5 +140,64 @@ func TestBenchRuns(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+func TestParseMemTotal(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     uint64
+	}{
+		{"linux", "MemTotal:       24589612 kB\nMemFree:        1000 kB\n", 24589612 * 1024},
+		{"not first", "Foo: 1 kB\nMemTotal: 2 kB\n", 2048},
+		{"missing", "MemFree: 1000 kB\n", 0},
+		{"bad unit", "MemTotal: 2 MB\n", 0},
+		{"garbage", "MemTotal: lots kB\n", 0},
+		{"empty", "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := parseMemTotal(tt.in); got != tt.want {
+				t.Errorf("parseMemTotal(%q) = %d, want %d", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCgroupV2Path(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     string
+		ok       bool
+	}{
+		{"v2", "0::/system.slice/docpipe.service\n", "/system.slice/docpipe.service", true},
+		{"container root", "0::/\n", "/", true},
+		{"hybrid", "12:memory:/user.slice\n0::/user.slice/session-1.scope\n", "/user.slice/session-1.scope", true},
+		{"v1 only", "12:memory:/user.slice\n", "", false},
+		{"empty", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := cgroupV2Path(tt.in)
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("cgroupV2Path(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestStartEnv(t *testing.T) {
+	env := map[string]string{}
+	for _, kv := range startEnv() {
+		env[kv[0]] = kv[1]
+	}
+	for _, k := range []string{"OMP_THREAD_LIMIT", "MALLOC_ARENA_MAX", "GOGC", "GOMEMLIMIT"} {
+		if env[k] == "" {
+			t.Errorf("startEnv sets no %s (got %v)", k, env)
+		}
+	}
+	limit, err := strconv.ParseUint(env["GOMEMLIMIT"], 10, 64)
+	if err != nil || limit < 64<<20 || limit > memoryAvailable() {
+		t.Errorf("GOMEMLIMIT = %q: want a byte count between 64 MiB and the memory available (%d)", env["GOMEMLIMIT"], memoryAvailable())
 	}
 }
