@@ -14,6 +14,7 @@ import (
 
 	"github.com/docpipe/docpipe/pipeline"
 	"github.com/docpipe/docpipe/tracking"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -242,7 +243,15 @@ func TestDirectHandOff(t *testing.T) {
 	pool := newPool(t)
 	store := tracking.NewStore(pool, tracking.StoreOptions{})
 	obs := newClaimSizes()
-	e := engineFor(t, store, 2, noop, func(c *pipeline.Config) {
+	var mu sync.Mutex
+	seen := map[string][]string{} // chain_id → the image path each of its stages was given
+	recording := func(ctx context.Context, j *pipeline.Job) (*pipeline.Output, error) {
+		mu.Lock()
+		seen[j.ChainID] = append(seen[j.ChainID], j.Input.ImagePath)
+		mu.Unlock()
+		return noop(ctx, j)
+	}
+	e := engineFor(t, store, 2, recording, func(c *pipeline.Config) {
 		c.Observer = obs
 		c.PollInterval = time.Hour // only the first stage is woken (at start); the rest must be handed over
 		for i := range c.Stages {
@@ -272,6 +281,22 @@ func TestDirectHandOff(t *testing.T) {
 	}
 	if odd != 0 {
 		t.Errorf("%d tasks not SUCCESS after exactly one attempt by this engine", odd)
+	}
+	// A handed-off task gets its chain's input without it being read or
+	// decoded again: every stage saw the chain's own image path.
+	rows, err := pool.Query(context.Background(), `SELECT chain_id, input_data->>'image_path' FROM chain_executions`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct{ ID, Path string }])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range want {
+		got := seen[c.ID]
+		if len(got) != len(tracking.DocumentStages) || slices.ContainsFunc(got, func(p string) bool { return p != c.Path }) {
+			t.Errorf("chain %s: its stages were given image paths %q; want %q each", c.ID, got, c.Path)
+		}
 	}
 	checkInvariants(t, pool)
 }

@@ -273,10 +273,15 @@ func (r *runner) execute(w *work) (res *result) {
 		TaskID: c.TaskID, Stage: c.Stage, StageIndex: c.StageIndex, Attempt: c.Attempt, MaxAttempts: c.MaxAttempts,
 		ChainPK: c.ChainPK, ChainID: c.ChainID, BatchID: c.BatchID, Reader: r.e.cfg.Queue,
 	}
-	if len(c.Input) > 0 {
-		if err := json.Unmarshal(c.Input, &job.Input); err != nil {
+	switch {
+	case c.ParsedInput != nil: // handed off by the chain's previous task
+		job.Input = *c.ParsedInput
+	case len(c.Input) > 0:
+		in := new(tracking.ChainInput)
+		if err := json.Unmarshal(c.Input, in); err != nil {
 			return &result{w: w, kind: kindDone, err: tracking.Permanent(fmt.Errorf("chain input_data: %w", err))}
 		}
+		c.ParsedInput, job.Input = in, *in
 	}
 	job.Logger = taskLogger(r.e.log, c)
 	ctx := w.ctx
