@@ -278,7 +278,7 @@ func (e *Engine) extendLeases(ctx context.Context) {
 		e.mu.Lock()
 		refs := make([]tracking.TaskRef, 0, len(e.running))
 		for _, w := range e.running {
-			refs = append(refs, tracking.TaskRef{ID: w.c.ID, Attempt: w.c.Attempt})
+			refs = append(refs, w.c.Ref())
 		}
 		e.mu.Unlock()
 		if len(refs) == 0 {

@@ -489,7 +489,7 @@ func (r *runner) complete(ctx context.Context, outcomes []tracking.Outcome, h *h
 func (r *runner) handBack(ctx context.Context, results []*result) {
 	refs := make([]tracking.TaskRef, len(results))
 	for i, res := range results {
-		refs[i] = tracking.TaskRef{ID: res.w.c.ID, Attempt: res.w.c.Attempt}
+		refs[i] = res.w.c.Ref()
 	}
 	r.returnToQueue(ctx, refs)
 	for _, res := range results {
@@ -521,8 +521,8 @@ func (r *runner) returnToQueue(ctx context.Context, refs []tracking.TaskRef) {
 
 func refsOf(cs []tracking.Claimed) []tracking.TaskRef {
 	refs := make([]tracking.TaskRef, len(cs))
-	for i, c := range cs {
-		refs[i] = tracking.TaskRef{ID: c.ID, Attempt: c.Attempt}
+	for i := range cs {
+		refs[i] = cs[i].Ref()
 	}
 	return refs
 }

@@ -241,7 +241,7 @@ WITH u AS (
 		CASE WHEN ch.next_owner IS NULL THEN 0 ELSE 1 END, CASE WHEN ch.next_owner IS NOT NULL THEN $4::timestamptz END,
 		ch.next_lease, ch.next_owner, $4, $4
 	FROM ch WHERE ch.status <> 'SUCCESS' AND ch.stage_index + 2 <= cardinality(ch.stages)
-	RETURNING id, chain_execution_id, status
+	RETURNING id, chain_execution_id, status, task_id
 )
 -- Three lists instead of a join: the CTEs' row estimates are guesses, and
 -- a nested loop over two of them is quadratic in the batch.
@@ -252,7 +252,7 @@ SELECT 'c', ch.id, ch.id, ch.status, coalesce(ch.batch_execution_id, 0), ch.chun
 	coalesce(ch.stages[ch.stage_index + 3], '')
 FROM ch
 UNION ALL
-SELECT 'n', n.id, n.chain_execution_id, n.status, 0, 0, '', '' FROM next n`
+SELECT 'n', n.id, n.chain_execution_id, n.status, 0, 0, n.task_id, '' FROM next n`
 
 // failSQL records failed attempts: RETRY (counting a retry) or FAILURE,
 // and fails the chains of tasks that failed for good.
@@ -394,10 +394,10 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			chunk               int
 		}
 		var applyOrder []int64
-		chains := make(map[int64]*chainRow, len(sIDs))
+		chains := make(map[int64]chainRow, len(sIDs))
 		type nextRow struct {
-			id     int64
-			status string
+			id             int64
+			status, taskID string
 		}
 		nexts := make(map[int64]nextRow, len(sIDs))
 		var kind, status, next, after string
@@ -408,9 +408,9 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			case "t":
 				applyOrder = append(applyOrder, id)
 			case "c":
-				chains[chainPK] = &chainRow{status: status, next: next, after: after, batchPK: batchPK, chunk: chunk}
+				chains[chainPK] = chainRow{status: status, next: next, after: after, batchPK: batchPK, chunk: chunk}
 			case "n":
-				nexts[chainPK] = nextRow{id, status}
+				nexts[chainPK] = nextRow{id, status, next} // an "n" row carries the new task_id in that column
 			}
 			return nil
 		})
@@ -420,10 +420,6 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		if owner != nil {
 			res.Started = map[Stage][]Claimed{}
 		}
-		nextTaskID := make(map[int64]string, len(sIDs))
-		for i, id := range sIDs {
-			nextTaskID[id] = sNext[i]
-		}
 		for _, id := range applyOrder {
 			applied[id] = true
 			res.Succeeded++
@@ -431,8 +427,8 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			if o.OCR != nil {
 				ocrs = append(ocrs, o.OCR)
 			}
-			c := chains[o.Task.ChainPK]
-			if c == nil {
+			c, ok := chains[o.Task.ChainPK]
+			if !ok {
 				continue // the chain had already ended
 			}
 			n := nexts[o.Task.ChainPK]
@@ -441,7 +437,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 				res.Enqueued[Stage(c.next)]++
 			case StatusStarted:
 				t := o.Task
-				res.Started[Stage(c.next)] = append(res.Started[Stage(c.next)], Claimed{ID: n.id, TaskID: nextTaskID[id], Stage: Stage(c.next),
+				res.Started[Stage(c.next)] = append(res.Started[Stage(c.next)], Claimed{ID: n.id, TaskID: n.taskID, Stage: Stage(c.next),
 					StageIndex: t.StageIndex + 1, Attempt: 1, MaxAttempts: t.MaxAttempts, ChainPK: t.ChainPK,
 					ChainID: t.ChainID, BatchPK: t.BatchPK, BatchID: t.BatchID, ChunkIndex: t.ChunkIndex,
 					Input: t.Input, ParsedInput: t.ParsedInput, NextStage: Stage(c.after)})
@@ -670,6 +666,9 @@ type TaskRef struct {
 	ID      int64
 	Attempt int
 }
+
+// Ref names this attempt of the task.
+func (c *Claimed) Ref() TaskRef { return TaskRef{ID: c.ID, Attempt: c.Attempt} }
 
 func refArrays(refs []TaskRef) ([]int64, []int32) {
 	ids := make([]int64, len(refs))
