@@ -2,9 +2,10 @@
 # Counts the instructions PostgreSQL executes for a small `docpipe bench`
 # run, with every server process under valgrind's callgrind. Unlike CPU
 # time on a shared VM (which drifts by a quarter within the hour), the
-# count repeats to ~5%, so it can tell a 3% change in the schema or the
-# statements. It includes batch creation and the low-rate run; compare
-# only counts made the same way.
+# count repeats to ~6% (five runs: 5.72–6.13 G for 2,000 chains), so it
+# tells changes to the schema or the statements larger than that. It
+# includes batch creation and the low-rate run; compare only counts made
+# the same way.
 #
 #   scripts/pg-instructions.sh [SQL]   SQL runs after the migrations, e.g.
 #                                      "ALTER DATABASE x SET plan_cache_mode = force_generic_plan"
