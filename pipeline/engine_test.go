@@ -425,3 +425,52 @@ func TestStartedAtIsWhenTheWorkerBegan(t *testing.T) {
 	}
 	checkInvariants(t, pool)
 }
+
+// concurrencyQueue is a store that records how many claims and commits
+// ran at once, at most.
+type concurrencyQueue struct {
+	*tracking.Store
+	now, most atomic.Int64
+}
+
+func (q *concurrencyQueue) enter() func() {
+	n := q.now.Add(1)
+	for m := q.most.Load(); n > m && !q.most.CompareAndSwap(m, n); m = q.most.Load() {
+	}
+	time.Sleep(time.Millisecond) // widen the window an overlap would need
+	return func() { q.now.Add(-1) }
+}
+
+func (q *concurrencyQueue) Claim(ctx context.Context, st tracking.Stage, owner string, limit int, lease time.Duration) ([]tracking.Claimed, error) {
+	defer q.enter()()
+	return q.Store.Claim(ctx, st, owner, limit, lease)
+}
+
+func (q *concurrencyQueue) Complete(ctx context.Context, outcomes []tracking.Outcome) (*tracking.CommitResult, error) {
+	defer q.enter()()
+	return q.Store.Complete(ctx, outcomes)
+}
+
+// TestTransactionsLimit checks that the engine runs at most
+// Config.Transactions claims and commits at once over all its stages, and
+// that a limit of one still finishes a batch.
+func TestTransactionsLimit(t *testing.T) {
+	for _, limit := range []int{1, 2} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			pool := newPool(t)
+			store := tracking.NewStore(pool, tracking.StoreOptions{})
+			q := &concurrencyQueue{Store: store}
+			start(t, engineFor(t, store, 4, noop, func(c *pipeline.Config) {
+				c.Queue, c.Transactions = q, limit
+			}))
+			b := submit(t, store, 200, 5, nil)
+			if b = waitBatch(t, pool, store, b.BatchID, time.Minute); b.Status != tracking.StatusSuccess {
+				t.Fatalf("batch %s", fmtBatch(b))
+			}
+			if most := q.most.Load(); most != int64(limit) {
+				t.Fatalf("at most %d claims and commits ran at once, want %d", most, limit)
+			}
+			checkInvariants(t, pool)
+		})
+	}
+}

@@ -167,10 +167,18 @@ func (r *runner) claim(ctx, workCtx context.Context) {
 		if n > 0 {
 			// A claim in flight finishes even if ctx ends meanwhile, so no
 			// row is left leased to nobody.
-			qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			start := time.Now()
-			claimed, err := r.e.cfg.Queue.Claim(qctx, r.cfg.Stage, r.e.cfg.Owner, n, r.e.cfg.Lease)
-			cancel()
+			var claimed []tracking.Claimed
+			var start time.Time
+			err := r.e.inSlot(ctx, func() (err error) {
+				qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				start = time.Now()
+				claimed, err = r.e.cfg.Queue.Claim(qctx, r.cfg.Stage, r.e.cfg.Owner, n, r.e.cfg.Lease)
+				return err
+			})
+			if ctx.Err() != nil && len(claimed) == 0 {
+				return
+			}
 			if err != nil {
 				failures++
 				r.e.obs.DBError("claim")
@@ -457,8 +465,13 @@ func (r *runner) isolate(ctx context.Context, results []*result, outcomes []trac
 // started to their stages. It returns the first non-transient error.
 func (r *runner) complete(ctx context.Context, outcomes []tracking.Outcome, h *handoffs) error {
 	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		res, err := r.e.cfg.Queue.Complete(ctx, outcomes)
+		var res *tracking.CommitResult
+		var start time.Time
+		err := r.e.inSlot(ctx, func() (err error) {
+			start = time.Now()
+			res, err = r.e.cfg.Queue.Complete(ctx, outcomes)
+			return err
+		})
 		if err == nil {
 			r.e.obs.Committed(r.cfg.Stage, res.Applied, time.Since(start))
 			h.deliver(ctx, res.Started)

@@ -27,20 +27,21 @@ import (
 // benchConfig is docpipe bench's settings.
 type benchConfig struct {
 	common
-	Chains      int
-	BatchSize   int
-	Workers     int
-	Prefetch    int
-	LowRate     int
-	LowDuration time.Duration
-	Soak        time.Duration
-	SoakRate    int
-	Rescue      bool
-	Fast        bool
-	OCR         string
-	CPUProfile  string
-	MemProfile  string
-	Runs        int
+	Chains       int
+	BatchSize    int
+	Workers      int
+	Transactions int
+	Prefetch     int
+	LowRate      int
+	LowDuration  time.Duration
+	Soak         time.Duration
+	SoakRate     int
+	Rescue       bool
+	Fast         bool
+	OCR          string
+	CPUProfile   string
+	MemProfile   string
+	Runs         int
 }
 
 func benchCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -51,6 +52,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs.IntVar(&c.Runs, "runs", 3, "throughput runs (each on emptied tables); the median is reported")
 	fs.IntVar(&c.BatchSize, "batch", 1000, "chains per submitted batch in the throughput run")
 	fs.IntVar(&c.Workers, "workers", 8, "workers per stage (no-op stages)")
+	fs.IntVar(&c.Transactions, "transactions", max(2, runtime.NumCPU()), "most claim and commit transactions the engine runs at once")
 	fs.IntVar(&c.Prefetch, "prefetch", 256, "tasks claimed ahead per stage")
 	fs.IntVar(&c.LowRate, "low-rate", 50, "chains per second submitted in the pickup-latency run")
 	fs.DurationVar(&c.LowDuration, "low-duration", 10*time.Second, "length of the pickup-latency run")
@@ -91,8 +93,8 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	b := &bench{cfg: c, pool: db.Pool, store: tracking.NewStore(db.Pool, tracking.StoreOptions{}), out: stdout, log: log,
 		obs: &benchObserver{}}
-	fmt.Fprintf(stdout, "docpipe bench: %d chains, %d workers/stage, prefetch %d, Go %s, %d CPUs, cluster fsync=%v\n",
-		c.Chains, c.Workers, c.Prefetch, goVersion(), numCPU(), !c.Fast || c.DatabaseURL != "")
+	fmt.Fprintf(stdout, "docpipe bench: %d chains, %d workers/stage, prefetch %d, %d transactions, Go %s, %d CPUs, cluster fsync=%v\n",
+		c.Chains, c.Workers, c.Prefetch, c.Transactions, goVersion(), numCPU(), !c.Fast || c.DatabaseURL != "")
 	if err := b.run(ctx); err != nil {
 		return err
 	}
@@ -149,7 +151,7 @@ func (b *bench) engine(lease time.Duration) (*pipeline.Engine, error) {
 		return &pipeline.Output{}, nil
 	})
 	cfg := pipeline.Config{Queue: b.store, Notifications: tracking.NewListener(b.store, b.log), Logger: b.log,
-		Lease: lease, ClaimMax: 1000, CommitMax: 2000, Observer: b.obs}
+		Lease: lease, ClaimMax: 1000, CommitMax: 2000, Transactions: b.cfg.Transactions, Observer: b.obs}
 	for _, st := range tracking.DocumentStages {
 		cfg.Stages = append(cfg.Stages, pipeline.StageConfig{Stage: st, Run: noop, Workers: b.cfg.Workers, Prefetch: b.cfg.Prefetch})
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ type serveConfig struct {
 	Lease           time.Duration
 	ShutdownTimeout time.Duration
 	PollInterval    time.Duration
+	Transactions    int
 	InputDirs       string
 }
 
@@ -43,6 +45,8 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(getenv, "DOCPIPE_SHUTDOWN_TIMEOUT", 30*time.Second),
 		"on SIGTERM, how long running tasks may finish before they are handed back (env DOCPIPE_SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&c.PollInterval, "poll", envDuration(getenv, "DOCPIPE_POLL", time.Second), "fallback queue poll when no notification arrives (env DOCPIPE_POLL)")
+	fs.IntVar(&c.Transactions, "transactions", envInt(getenv, "DOCPIPE_TRANSACTIONS", max(2, runtime.NumCPU())),
+		"most claim and commit transactions the engine runs at once; the database's cores (env DOCPIPE_TRANSACTIONS)")
 	fs.StringVar(&c.InputDirs, "input-dirs", getenv("DOCPIPE_INPUT_DIRS"),
 		"comma-separated directories whose files clients may submit by server path; empty: only uploads (env DOCPIPE_INPUT_DIRS)")
 	if err := parse(fs, args); err != nil {
@@ -92,7 +96,8 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	var engine *pipeline.Engine
 	if len(stages) > 0 {
 		engine, err = pipeline.New(pipeline.Config{Queue: store, Notifications: tracking.NewListener(store, log), Stages: stages,
-			Lease: c.Lease, PollInterval: c.PollInterval, ShutdownTimeout: c.ShutdownTimeout, Logger: log, Observer: m})
+			Lease: c.Lease, PollInterval: c.PollInterval, Transactions: c.Transactions, ShutdownTimeout: c.ShutdownTimeout,
+			Logger: log, Observer: m})
 		if err != nil {
 			return err
 		}
