@@ -207,7 +207,21 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	if err := c.makeSocketDir(); err != nil {
 		return err
 	}
-	return c.spawn(ctx)
+	// A server killed outright leaves its children running for a moment,
+	// attached to its shared memory, and a new server refuses to start
+	// until they have gone (they see their parent's death within
+	// milliseconds; longer on a loaded machine). Try again meanwhile.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := c.spawn(ctx)
+		if err == nil || !strings.Contains(err.Error(), "pre-existing shared memory block") || time.Now().After(deadline) {
+			return err
+		}
+		c.opts.Logger.Info("the previous server's processes still hold its shared memory; starting again", "dir", c.opts.Dir)
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // Stop shuts the server down ("fast" shutdown: sessions are disconnected,
