@@ -71,13 +71,13 @@ type Config struct {
 	ClaimMax      int           // most tasks one claim takes; default 500
 	CommitMax     int           // most outcomes one commit records; default 1000
 	// Transactions is the most claim and commit transactions the engine
-	// runs at once, over all its stages; default the number of CPUs, at
-	// least 2. They write the same index pages (the newest ids, the
-	// SUCCESS end of the status index), so beyond the database's cores
-	// more of them only wait for each other's page locks, at a CPU price:
-	// with one per stage (four) on 2 cores, PostgreSQL spent 15% more CPU
-	// per task than with two, for the same throughput. Results that wait
-	// for a slot join the next commit, which only grows the batches.
+	// runs at once, over all its stages; default DefaultTransactions.
+	// They write the same index pages (the newest ids, the SUCCESS end of
+	// the status index), so beyond the database's cores more of them only
+	// wait for each other's page locks, at a CPU price: with one per stage
+	// (four) on 2 cores, PostgreSQL spent 15% more CPU per task than with
+	// two, for the same throughput. Results that wait for a slot join the
+	// next commit, which only grows the batches.
 	Transactions int
 	// Backoff is the wait before retrying a task after its attempt-th
 	// attempt failed; default tracking.Backoff (1 s doubling, ±20% jitter).
@@ -89,6 +89,10 @@ type Config struct {
 	Logger          *slog.Logger
 	Observer        Observer
 }
+
+// DefaultTransactions is Config.Transactions' default: the number of CPUs,
+// at least 2.
+func DefaultTransactions() int { return max(2, runtime.NumCPU()) }
 
 // Engine runs the stages configured for this process.
 type Engine struct {
@@ -126,7 +130,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.CommitMax = 1000
 	}
 	if cfg.Transactions <= 0 {
-		cfg.Transactions = max(2, runtime.NumCPU())
+		cfg.Transactions = DefaultTransactions()
 	}
 	if cfg.Backoff == nil {
 		cfg.Backoff = tracking.Backoff

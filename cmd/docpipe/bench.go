@@ -52,7 +52,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs.IntVar(&c.Runs, "runs", 3, "throughput runs (each on emptied tables); the median is reported")
 	fs.IntVar(&c.BatchSize, "batch", 1000, "chains per submitted batch in the throughput run")
 	fs.IntVar(&c.Workers, "workers", 8, "workers per stage (no-op stages)")
-	fs.IntVar(&c.Transactions, "transactions", max(2, runtime.NumCPU()), "most claim and commit transactions the engine runs at once")
+	fs.IntVar(&c.Transactions, "transactions", pipeline.DefaultTransactions(), "most claim and commit transactions the engine runs at once")
 	fs.IntVar(&c.Prefetch, "prefetch", 256, "tasks claimed ahead per stage")
 	fs.IntVar(&c.LowRate, "low-rate", 50, "chains per second submitted in the pickup-latency run")
 	fs.DurationVar(&c.LowDuration, "low-duration", 10*time.Second, "length of the pickup-latency run")

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -45,7 +44,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(getenv, "DOCPIPE_SHUTDOWN_TIMEOUT", 30*time.Second),
 		"on SIGTERM, how long running tasks may finish before they are handed back (env DOCPIPE_SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&c.PollInterval, "poll", envDuration(getenv, "DOCPIPE_POLL", time.Second), "fallback queue poll when no notification arrives (env DOCPIPE_POLL)")
-	fs.IntVar(&c.Transactions, "transactions", envInt(getenv, "DOCPIPE_TRANSACTIONS", max(2, runtime.NumCPU())),
+	fs.IntVar(&c.Transactions, "transactions", envInt(getenv, "DOCPIPE_TRANSACTIONS", pipeline.DefaultTransactions()),
 		"most claim and commit transactions the engine runs at once; the database's cores (env DOCPIPE_TRANSACTIONS)")
 	fs.StringVar(&c.InputDirs, "input-dirs", getenv("DOCPIPE_INPUT_DIRS"),
 		"comma-separated directories whose files clients may submit by server path; empty: only uploads (env DOCPIPE_INPUT_DIRS)")
