@@ -78,10 +78,15 @@ func TestPlanShapes(t *testing.T) {
 				ids, atts := make([]int64, len(batch)), make([]int32, len(batch))
 				res, next, owners := make([]string, len(batch)), make([]string, len(batch)), make([]*string, len(batch))
 				times, leases := make([]*time.Time, len(batch)), make([]*time.Time, len(batch))
+				folded, last := make([]int32, len(batch)), make([]*string, len(batch))
 				for i, c := range batch {
 					ids[i], atts[i], res[i], next[i] = c.ID, int32(c.Attempt), "{}", tracking.NewID()
+					if i%2 == 0 { // half of them with a task folded
+						folded[i], last[i] = 1, &res[i]
+					}
 				}
-				w, rows = planWork(t, c, tracking.SucceedSQLForTest, "bigint[], int[], text[], timestamptz, text[], timestamptz[], timestamptz[], text[], timestamptz[]", ids, atts, res, now, next, times, times, owners, leases)
+				w, rows = planWork(t, c, tracking.SucceedSQLForTest, "bigint[], int[], text[], timestamptz, text[], timestamptz[], timestamptz[], text[], timestamptz[], int[], text[]",
+					ids, atts, res, now, next, times, times, owners, leases, folded, last)
 				checkWork(t, mode+" succeed", w, rows)
 
 				batch = running[:100]

@@ -54,6 +54,7 @@ type Claimed struct {
 	ChunkIndex  int
 	Input       json.RawMessage // the chain's input_data
 	NextStage   Stage           // the chain's stage after this one; "" for its last (or a batch task)
+	Stages      []Stage         // the chain's stages (nil for a batch task)
 	// ParsedInput is Input decoded, when whoever ran the task decoded it;
 	// a task handed off by the commit carries its predecessor's, so a
 	// chain's input is decoded once per process, not once per stage.
@@ -110,7 +111,7 @@ WITH picked AS (
 SELECT cl.id, cl.task_id, cl.stage_index, cl.attempt, cl.max_attempts,
 	coalesce(cl.chain_execution_id, 0), coalesce(c.chain_id, ''), coalesce(cl.batch_execution_id, 0),
 	coalesce(c.batch_id, b.batch_id, ''), coalesce(c.chunk_index, 0), c.input_data,
-	coalesce(c.stages[cl.stage_index + 2], '')
+	c.stages
 FROM claimed cl
 LEFT JOIN chain_executions c ON c.id = cl.chain_execution_id
 LEFT JOIN batch_executions b ON cl.chain_execution_id IS NULL AND b.id = cl.batch_execution_id
@@ -129,15 +130,24 @@ func (s *Store) Claim(ctx context.Context, stage Stage, owner string, limit int,
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claimed, error) {
 		c := Claimed{Stage: stage}
 		err := r.Scan(&c.ID, &c.TaskID, &c.StageIndex, &c.Attempt, &c.MaxAttempts, &c.ChainPK, &c.ChainID,
-			&c.BatchPK, &c.BatchID, &c.ChunkIndex, (*[]byte)(&c.Input), &c.NextStage)
+			&c.BatchPK, &c.BatchID, &c.ChunkIndex, (*[]byte)(&c.Input), &c.Stages)
 		// (*[]byte: into a json.RawMessage pgx would run json.Unmarshal,
 		// 9% of docpipe's CPU per task with the decoding in execute.)
+		c.NextStage = c.StageAt(c.StageIndex + 1)
 		return c, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim %s: %w", stage, err)
 	}
 	return out, nil
+}
+
+// StageAt is the chain's stage at index i, or "" past its last.
+func (c *Claimed) StageAt(i int) Stage {
+	if i < 0 || i >= len(c.Stages) {
+		return ""
+	}
+	return c.Stages[i]
 }
 
 // Outcome is how one attempt of a claimed task ended.
@@ -165,6 +175,27 @@ type Outcome struct {
 	// next task is created PENDING for any claimer.
 	NextOwner string
 	NextLease time.Duration
+	// Folded, on a success, are the chain's next tasks that already ran in
+	// this process (they started when this attempt ended, before its
+	// commit) and succeeded, in stage order. They are recorded by the same
+	// transaction, each created directly SUCCESS (attempt 1), and the chain
+	// advances past all of them; NextOwner and NextTaskID then apply to
+	// the task after the last one.
+	Folded []FoldedTask
+	// NextTaskID, if set, is the task_id the chain's next task is created
+	// with (a task that already runs in this process under that id).
+	NextTaskID string
+}
+
+// FoldedTask is a successful attempt recorded with its predecessor's
+// outcome (see Outcome.Folded).
+type FoldedTask struct {
+	TaskID                string
+	Stage                 Stage
+	Result                json.RawMessage
+	OCR                   *OCRResult
+	StartedAt, FinishedAt time.Time
+	Owner                 string
 }
 
 // final reports whether a failed outcome ends the task for good.
@@ -183,6 +214,11 @@ type CommitResult struct {
 	Started      map[Stage][]Claimed // next tasks created STARTED for their NextOwner (direct hand-off), per stage
 	ChainsEnd    map[Status]int      // chains that ended, per final status
 	BatchesEnded []string            // batch_ids that ended
+	// Advanced holds the successes whose chain advanced (with their
+	// Folded tasks, which are recorded exactly when their predecessor is
+	// in Advanced), by task id.
+	Advanced map[int64]bool
+	Folded   map[Stage]int // tasks recorded as Folded, per stage
 }
 
 // Complete records finished attempts in one transaction: each task's
@@ -205,30 +241,34 @@ func (s *Store) Complete(ctx context.Context, outcomes []Outcome) (*CommitResult
 	return res, nil
 }
 
-// succeedSQL marks successful attempts SUCCESS, advances their chains and
-// inserts each chain's next task with the id the caller chose ($5: time-ordered
-// ids keep the task_id index append-only): PENDING, or STARTED and leased
-// to next_owner when the caller runs it at once (a direct hand-off). It
-// returns one row per applied task, with the next task's id and status.
+// succeedSQL marks successful attempts SUCCESS, advances their chains
+// (past the folded tasks recorded with them, $10 per attempt; $11 is the
+// last one's result) and inserts each chain's next task with the id the
+// caller chose ($5: time-ordered ids keep the task_id index append-only):
+// PENDING, or STARTED and leased to next_owner when the caller runs it at
+// once (a direct hand-off). It returns one row per applied task, with the
+// next task's id and status. The folded tasks' rows are inserted by
+// foldSQL for the chains that advanced.
 const succeedSQL = `
 WITH u AS (
 	SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
-		$8::text[], $9::timestamptz[]) AS u(id, attempt, result, next_id, started, finished, next_owner, next_lease)
+		$8::text[], $9::timestamptz[], $10::int[], $11::text[])
+		AS u(id, attempt, result, next_id, started, finished, next_owner, next_lease, folded, last)
 ), t AS (
 	UPDATE task_logs t
 	SET status = 'SUCCESS', started_at = coalesce(u.started, t.started_at), finished_at = coalesce(u.finished, $4), result = u.result::jsonb,
 		error = NULL, lease_expires_at = NULL, updated_at = $4
 	FROM u WHERE t.id = u.id AND t.attempt = u.attempt AND t.status NOT IN ('PENDING', 'RETRY', 'SUCCESS', 'FAILURE', 'REVOKED') -- STARTED, RUNNING
-	RETURNING t.id, t.chain_execution_id, t.batch_execution_id, t.stage_index, t.max_attempts, t.result, u.next_id,
-		u.next_owner, u.next_lease
+	RETURNING t.id, t.chain_execution_id, t.batch_execution_id, t.stage_index + u.folded AS stage_index, t.max_attempts,
+		coalesce(u.last::jsonb, t.result) AS result, u.next_id, u.next_owner, u.next_lease, u.folded
 ), ch AS (
 	-- A chain stays STARTED until it ends: only its counters move, so the
 	-- update is HOT (no indexed column changes).
 	UPDATE chain_executions c
-	SET completed_tasks = c.completed_tasks + 1,
-		status = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN 'SUCCESS' ELSE c.status END,
-		finished_at = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN $4 ELSE c.finished_at END,
-		final_result = CASE WHEN c.completed_tasks + 1 >= c.total_tasks THEN t.result ELSE c.final_result END,
+	SET completed_tasks = c.completed_tasks + 1 + t.folded,
+		status = CASE WHEN c.completed_tasks + 1 + t.folded >= c.total_tasks THEN 'SUCCESS' ELSE c.status END,
+		finished_at = CASE WHEN c.completed_tasks + 1 + t.folded >= c.total_tasks THEN $4 ELSE c.finished_at END,
+		final_result = CASE WHEN c.completed_tasks + 1 + t.folded >= c.total_tasks THEN t.result ELSE c.final_result END,
 		updated_at = $4
 	FROM t WHERE c.id = t.chain_execution_id AND c.status NOT IN ('SUCCESS', 'FAILURE', 'REVOKED')
 	RETURNING c.id, c.status, c.stages, c.batch_execution_id, c.chunk_index, t.stage_index, t.max_attempts, t.next_id,
@@ -253,6 +293,17 @@ SELECT 'c', ch.id, ch.id, ch.status, coalesce(ch.batch_execution_id, 0), ch.chun
 FROM ch
 UNION ALL
 SELECT 'n', n.id, n.chain_execution_id, n.status, 0, 0, n.task_id, '' FROM next n`
+
+// foldSQL inserts folded tasks (see Outcome.Folded): SUCCESS, attempt 1,
+// with their results and times. Only for chains succeedSQL advanced in
+// the same transaction.
+const foldSQL = `
+INSERT INTO task_logs (task_id, task_name, status, chain_execution_id, batch_execution_id, stage_index, max_attempts,
+	run_after, attempt, started_at, finished_at, result, owner, created_at, updated_at)
+SELECT f.task_id, f.task_name, 'SUCCESS', f.chain, nullif(f.batch, 0), f.stage_index, f.max_attempts,
+	$1, 1, coalesce(f.started, $1), coalesce(f.finished, $1), f.result::jsonb, f.owner, $1, $1
+FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::int[], $7::int[], $8::text[], $9::timestamptz[],
+	$10::timestamptz[], $11::text[]) AS f(task_id, task_name, chain, batch, stage_index, max_attempts, result, started, finished, owner)`
 
 // failSQL records failed attempts: RETRY (counting a retry) or FAILURE,
 // and fails the chains of tasks that failed for good.
@@ -329,6 +380,9 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		sOwner               = make([]*string, 0, n)
 		sLease               = make([]pgtype.Timestamptz, 0, n)
 		sStart, sEnd         = make([]pgtype.Timestamptz, 0, n), make([]pgtype.Timestamptz, 0, n)
+		sFolded              = make([]int32, 0, n)
+		sLast                = make([]*string, 0, n)
+		anyFolded            bool
 		owner                *string // shared by the outcomes with the same NextOwner
 		fIDs, bIDs           []int64
 		fAtt, bAtt           []int32
@@ -360,7 +414,19 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			sIDs = append(sIDs, o.Task.ID)
 			sAtt = append(sAtt, int32(o.Task.Attempt))
 			sRes = append(sRes, string(resultOrNull(o.Result)))
-			sNext = append(sNext, NewID())
+			if o.NextTaskID != "" {
+				sNext = append(sNext, o.NextTaskID)
+			} else {
+				sNext = append(sNext, NewID())
+			}
+			sFolded = append(sFolded, int32(len(o.Folded)))
+			if k := len(o.Folded); k > 0 {
+				last := string(resultOrNull(o.Folded[k-1].Result))
+				sLast = append(sLast, &last)
+				anyFolded = true
+			} else {
+				sLast = append(sLast, nil)
+			}
 			if o.NextOwner != "" {
 				if owner == nil || *owner != o.NextOwner {
 					owner = &o.NextOwner
@@ -384,7 +450,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 	var ended []endedChain
 	var ocrs []*OCRResult
 	if len(sIDs) > 0 {
-		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now, sNext, sStart, sEnd, sOwner, sLease)
+		rows, err := tx.Query(ctx, succeedSQL, sIDs, sAtt, sRes, now, sNext, sStart, sEnd, sOwner, sLease, sFolded, sLast)
 		if err != nil {
 			return nil, fmt.Errorf("record successes: %w", err)
 		}
@@ -420,6 +486,12 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		if owner != nil {
 			res.Started = map[Stage][]Claimed{}
 		}
+		var fold *foldRows
+		if anyFolded {
+			fold = &foldRows{}
+			res.Folded = map[Stage]int{}
+		}
+		res.Advanced = make(map[int64]bool, len(applyOrder))
 		for _, id := range applyOrder {
 			applied[id] = true
 			res.Succeeded++
@@ -431,6 +503,16 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			if !ok {
 				continue // the chain had already ended
 			}
+			res.Advanced[id] = true
+			for i := range o.Folded {
+				f := &o.Folded[i]
+				fold.add(o.Task, i, f)
+				res.Folded[f.Stage]++
+				res.Succeeded++
+				if f.OCR != nil {
+					ocrs = append(ocrs, f.OCR)
+				}
+			}
 			n := nexts[o.Task.ChainPK]
 			switch Status(n.status) {
 			case StatusPending:
@@ -438,15 +520,21 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			case StatusStarted:
 				t := o.Task
 				res.Started[Stage(c.next)] = append(res.Started[Stage(c.next)], Claimed{ID: n.id, TaskID: n.taskID, Stage: Stage(c.next),
-					StageIndex: t.StageIndex + 1, Attempt: 1, MaxAttempts: t.MaxAttempts, ChainPK: t.ChainPK,
+					StageIndex: t.StageIndex + 1 + len(o.Folded), Attempt: 1, MaxAttempts: t.MaxAttempts, ChainPK: t.ChainPK,
 					ChainID: t.ChainID, BatchPK: t.BatchPK, BatchID: t.BatchID, ChunkIndex: t.ChunkIndex,
-					Input: t.Input, ParsedInput: t.ParsedInput, NextStage: Stage(c.after)})
+					Input: t.Input, ParsedInput: t.ParsedInput, NextStage: Stage(c.after), Stages: t.Stages})
 			}
 			if c.status == string(StatusSuccess) {
 				res.ChainsEnd[StatusSuccess]++
 				if c.batchPK != 0 {
 					ended = append(ended, endedChain{c.batchPK, c.chunk, true})
 				}
+			}
+		}
+		if fold != nil && len(fold.taskID) > 0 {
+			if _, err := tx.Exec(ctx, foldSQL, now, fold.taskID, fold.name, fold.chain, fold.batch, fold.stageIndex,
+				fold.maxAttempts, fold.result, fold.started, fold.finished, fold.owner); err != nil {
+				return nil, fmt.Errorf("record folded tasks: %w", err)
 			}
 		}
 	}
@@ -523,6 +611,28 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 		return nil, err
 	}
 	return res, nil
+}
+
+// foldRows are foldSQL's arguments.
+type foldRows struct {
+	taskID, name, result, owner []string
+	chain, batch                []int64
+	stageIndex, maxAttempts     []int32
+	started, finished           []pgtype.Timestamptz
+}
+
+// add appends the i-th task folded into parent's outcome.
+func (f *foldRows) add(parent *Claimed, i int, t *FoldedTask) {
+	f.taskID = append(f.taskID, t.TaskID)
+	f.name = append(f.name, string(t.Stage))
+	f.result = append(f.result, string(resultOrNull(t.Result)))
+	f.owner = append(f.owner, t.Owner)
+	f.chain = append(f.chain, parent.ChainPK)
+	f.batch = append(f.batch, parent.BatchPK)
+	f.stageIndex = append(f.stageIndex, int32(parent.StageIndex+1+i))
+	f.maxAttempts = append(f.maxAttempts, int32(parent.MaxAttempts))
+	f.started = append(f.started, timestamptz(t.StartedAt))
+	f.finished = append(f.finished, timestamptz(t.FinishedAt))
 }
 
 // timestamptz is t as a parameter: NULL when zero.
