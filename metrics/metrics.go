@@ -31,6 +31,7 @@ type Metrics struct {
 	claims         *prometheus.CounterVec
 	claimedTasks   *prometheus.CounterVec
 	handedOff      *prometheus.CounterVec
+	folded         *prometheus.CounterVec
 	claimDuration  *prometheus.HistogramVec
 	commitDuration *prometheus.HistogramVec
 	commitSize     *prometheus.HistogramVec
@@ -66,7 +67,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"stage"}),
 		handedOff: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "docpipe_handed_off_tasks_total",
-			Help: "Tasks the previous stage's commit created already leased to this process and handed straight to the stage's workers (no claim), by stage.",
+			Help: "Tasks handed straight to the stage's workers (no claim), by stage: run ahead of the previous task's commit, or created already leased to this process by it.",
+		}, []string{"stage"}),
+		folded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "docpipe_folded_tasks_total",
+			Help: "Tasks that ran ahead and were recorded by the commit of an earlier task of their chain (no commit of their own), by stage.",
 		}, []string{"stage"}),
 		claimDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "docpipe_claim_duration_seconds",
@@ -106,7 +111,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"route"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.tasks, m.taskDuration, m.claims, m.claimedTasks, m.handedOff, m.claimDuration,
+		reg.MustRegister(m.tasks, m.taskDuration, m.claims, m.claimedTasks, m.handedOff, m.folded, m.claimDuration,
 			m.commitDuration, m.commitSize, m.inflight, m.rescued, m.dbErrors,
 			m.httpRequests, m.httpDuration)
 	}
@@ -124,6 +129,11 @@ func (m *Metrics) Claimed(stage tracking.Stage, n int, took time.Duration) {
 // stage's commit.
 func (m *Metrics) HandedOff(stage tracking.Stage, n int) {
 	m.handedOff.WithLabelValues(string(stage)).Add(float64(n))
+}
+
+// Folded counts n tasks of stage recorded by an earlier task's commit.
+func (m *Metrics) Folded(stage tracking.Stage, n int) {
+	m.folded.WithLabelValues(string(stage)).Add(float64(n))
 }
 
 // TaskDone records one attempt of a stage that ended with status after took.

@@ -51,7 +51,8 @@ type StageConfig struct {
 // safe for concurrent use and fast. A nil Observer is allowed.
 type Observer interface {
 	Claimed(stage tracking.Stage, n int, took time.Duration)
-	HandedOff(stage tracking.Stage, n int) // tasks the previous stage's commit started for this one (no claim)
+	HandedOff(stage tracking.Stage, n int) // tasks given straight to the stage's workers (no claim): run ahead, or started by the previous stage's commit
+	Folded(stage tracking.Stage, n int)    // tasks that ran ahead and were recorded by the commit of an earlier task of their chain
 	TaskDone(stage tracking.Stage, status tracking.Status, took time.Duration)
 	Committed(stage tracking.Stage, n int, took time.Duration)
 	Inflight(stage tracking.Stage, n int)
@@ -86,8 +87,14 @@ type Config struct {
 	// engine's context ends before their contexts are cancelled and they are
 	// handed back; default 30s.
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
-	Observer        Observer
+	// NoRunAhead starts a chain's next task only after the commit that
+	// records the task before it (see runahead.go). By default a task that
+	// succeeds has its chain's next task started at once, when that stage
+	// runs here, after this one in Stages: a fast stage is then recorded
+	// in its predecessor's commit, at a third of the database writes.
+	NoRunAhead bool
+	Logger     *slog.Logger
+	Observer   Observer
 }
 
 // DefaultTransactions is Config.Transactions' default: the number of CPUs,
@@ -168,8 +175,9 @@ func New(cfg Config) (*Engine, error) {
 	for _, sc := range stages {
 		maxUpstream = max(maxUpstream, 4*(sc.Workers+sc.Prefetch))
 	}
-	for _, sc := range stages {
+	for i, sc := range stages {
 		e.runners[sc.Stage] = newRunner(e, sc, maxUpstream)
+		e.runners[sc.Stage].order = i
 	}
 	return e, nil
 }
@@ -401,5 +409,6 @@ func (nopObserver) TaskDone(tracking.Stage, tracking.Status, time.Duration) {}
 func (nopObserver) Committed(tracking.Stage, int, time.Duration)            {}
 func (nopObserver) Inflight(tracking.Stage, int)                            {}
 func (nopObserver) HandedOff(tracking.Stage, int)                           {}
+func (nopObserver) Folded(tracking.Stage, int)                              {}
 func (nopObserver) Rescued(int)                                             {}
 func (nopObserver) DBError(string)                                          {}

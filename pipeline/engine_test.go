@@ -177,62 +177,69 @@ func (*claimSizes) Committed(tracking.Stage, int, time.Duration)            {}
 func (*claimSizes) Inflight(tracking.Stage, int)                            {}
 func (*claimSizes) Rescued(int)                                             {}
 func (*claimSizes) DBError(string)                                          {}
+func (*claimSizes) Folded(tracking.Stage, int)                              {}
 
 // TestChunksAreClaimedAndCommittedTogether: with one worker that takes one
 // task at a time, every stage still claims a chunk's tasks in one statement
 // and commits them in one transaction (tasks of one commit share
-// updated_at, the statement's clock reading).
+// updated_at, the statement's clock reading). Tasks that run ahead are
+// handed over one by one, as their predecessors end, and are still
+// committed a chunk at a time.
 func TestChunksAreClaimedAndCommittedTogether(t *testing.T) {
-	pool := newPool(t)
-	store := tracking.NewStore(pool, tracking.StoreOptions{})
-	obs := newClaimSizes()
-	e := engineFor(t, store, 1, noop, func(c *pipeline.Config) {
-		c.Observer = obs
-		for i := range c.Stages {
-			c.Stages[i].Prefetch = 1
-		}
-	})
-	stop := start(t, e)
-	b := submit(t, store, 20, 5, nil)
-	waitBatch(t, pool, store, b.BatchID, time.Minute)
-	stop()
-	for _, st := range tracking.DocumentStages {
-		total := 0
-		for _, n := range slices.Concat(obs.sizes[st], obs.handoffs[st]) {
-			if n%5 != 0 {
-				t.Errorf("%s: a claim or hand-off took %d tasks, not whole chunks of 5 (claims %v, hand-offs %v)",
-					st, n, obs.sizes[st], obs.handoffs[st])
+	for _, runAhead := range []bool{false, true} {
+		t.Run(fmt.Sprintf("runAhead=%v", runAhead), func(t *testing.T) {
+			pool := newPool(t)
+			store := tracking.NewStore(pool, tracking.StoreOptions{})
+			obs := newClaimSizes()
+			e := engineFor(t, store, 1, noop, func(c *pipeline.Config) {
+				c.Observer = obs
+				c.NoRunAhead = !runAhead
+				for i := range c.Stages {
+					c.Stages[i].Prefetch = 1
+				}
+			})
+			stop := start(t, e)
+			b := submit(t, store, 20, 5, nil)
+			waitBatch(t, pool, store, b.BatchID, time.Minute)
+			stop()
+			for _, st := range tracking.DocumentStages {
+				total := 0
+				for _, n := range slices.Concat(obs.sizes[st], obs.handoffs[st]) {
+					if n%5 != 0 && !runAhead {
+						t.Errorf("%s: a claim or hand-off took %d tasks, not whole chunks of 5 (claims %v, hand-offs %v)",
+							st, n, obs.sizes[st], obs.handoffs[st])
+					}
+					total += n
+				}
+				if total < 20 {
+					t.Errorf("%s: claims and hand-offs took %d tasks, want 20", st, total)
+				}
 			}
-			total += n
-		}
-		if total != 20 {
-			t.Errorf("%s: claims and hand-offs took %d tasks, want 20", st, total)
-		}
-
+			rows, err := pool.Query(context.Background(), `
+				SELECT c.chunk_index, t.task_name, count(DISTINCT t.updated_at), count(*)
+				FROM task_logs t JOIN chain_executions c ON c.id = t.chain_execution_id
+				GROUP BY 1, 2 ORDER BY 1, 2`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			groups := 0
+			for rows.Next() {
+				var chunk, ends, n int
+				var stage string
+				if err := rows.Scan(&chunk, &stage, &ends, &n); err != nil {
+					t.Fatal(err)
+				}
+				groups++
+				if n != 5 || ends != 1 {
+					t.Errorf("chunk %d %s: %d tasks in %d commits; want 5 in 1", chunk, stage, n, ends)
+				}
+			}
+			if groups != 16 {
+				t.Fatalf("%d chunk×stage groups, want 16", groups)
+			}
+			checkInvariants(t, pool)
+		})
 	}
-	rows, err := pool.Query(context.Background(), `
-		SELECT c.chunk_index, t.task_name, count(DISTINCT t.updated_at), count(*)
-		FROM task_logs t JOIN chain_executions c ON c.id = t.chain_execution_id
-		GROUP BY 1, 2 ORDER BY 1, 2`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups := 0
-	for rows.Next() {
-		var chunk, ends, n int
-		var stage string
-		if err := rows.Scan(&chunk, &stage, &ends, &n); err != nil {
-			t.Fatal(err)
-		}
-		groups++
-		if n != 5 || ends != 1 {
-			t.Errorf("chunk %d %s: %d tasks in %d commits; want 5 in 1", chunk, stage, n, ends)
-		}
-	}
-	if groups != 16 {
-		t.Fatalf("%d chunk×stage groups, want 16", groups)
-	}
-	checkInvariants(t, pool)
 }
 
 // TestDirectHandOff: when a chain's next stage runs in the same process

@@ -18,6 +18,7 @@ import (
 type runner struct {
 	e       *Engine
 	cfg     StageConfig
+	order   int // position in the engine's stages: tasks only run ahead into a later one
 	hardCap int // most tasks claimed and not yet committed
 	// budget bounds the stage's in-flight tasks once hand-offs are
 	// counted: its hard cap, plus room for everything the stage before it
@@ -31,6 +32,11 @@ type runner struct {
 	inflight atomic.Int64
 	jobs     chan *work
 	results  chan *result
+	// late returns run-ahead results whose fate was open when they came
+	// (see runahead.go); parked counts them. Only the committer reads
+	// late and parked.
+	late   chan *result
+	parked int
 
 	// claimCtx ends claiming, workCtx cancels running work: set by
 	// Engine.Run before the runners start (hand-offs use them too).
@@ -45,7 +51,8 @@ type work struct {
 	group  *group
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	job    Job // what the stage is given (one allocation with the work)
+	job    Job   // what the stage is given (one allocation with the work)
+	spec   *spec // set for a run-ahead task
 }
 
 // group is the tasks of one chunk taken by one claim: they are committed
@@ -71,6 +78,7 @@ type result struct {
 	err     error
 	started time.Time // when the worker began it (zero if it never ran)
 	ended   time.Time // when the worker finished it
+	next    *spec     // the chain's next task, run ahead of this one's commit
 }
 
 // newRunner sizes the stage's channels. The claimer keeps up to Prefetch
@@ -88,6 +96,7 @@ func newRunner(e *Engine, sc StageConfig, maxUpstream int) *runner {
 		slotCh:  make(chan struct{}, 1),
 		jobs:    make(chan *work, sc.Prefetch+budget),
 		results: make(chan *result, sc.Workers+sc.Prefetch),
+		late:    make(chan *result, sc.Prefetch+budget),
 	}
 }
 
@@ -260,7 +269,11 @@ func (r *runner) work(claimCtx, workCtx context.Context) {
 			r.results <- r.interrupted(w)
 			continue
 		}
-		r.results <- r.execute(w)
+		res := r.execute(w)
+		if res.kind == kindDone && res.err == nil {
+			r.spawn(res) // before the result goes to the committer, so that it may be folded into the same commit
+		}
+		r.results <- res
 	}
 }
 
@@ -280,6 +293,9 @@ func (r *runner) execute(w *work) (res *result) {
 	*job = Job{
 		TaskID: c.TaskID, Stage: c.Stage, StageIndex: c.StageIndex, Attempt: c.Attempt, MaxAttempts: c.MaxAttempts,
 		ChainPK: c.ChainPK, ChainID: c.ChainID, BatchID: c.BatchID, Reader: r.e.cfg.Queue,
+	}
+	if w.spec != nil {
+		job.Reader = aheadReader{w.spec, r.e.cfg.Queue}
 	}
 	switch {
 	case c.ParsedInput != nil: // handed off by the chain's previous task
@@ -336,45 +352,70 @@ func (r *runner) execute(w *work) (res *result) {
 
 // commit gathers results and records them: as soon as one is ready, with
 // everything else that is ready by then, in one transaction. A chunk's
-// tasks from one claim are committed together.
+// tasks from one claim are committed together. It returns once the
+// workers are done and every run-ahead result it parked has come back.
 func (r *runner) commit(ctx context.Context) {
 	var ready []*result
 	var handback []*result
-	open := true
-	for open {
-		res, ok := <-r.results
-		if !ok {
-			break
+	results := r.results
+	add := func(res *result, late bool) {
+		if late {
+			r.parked--
 		}
-		add := func(res *result) {
-			g := res.w.group
-			switch res.kind {
-			case kindDrop:
-				r.e.unregister(res.w.c.ID)
+		if sp := res.w.spec; sp != nil {
+			if !late && sp.park(res) {
+				r.parked++
+				return
+			}
+			switch sp.fate() {
+			case specFolded: // recorded with its predecessor
 				res.w.cancel(nil)
 				r.freed(1)
-				g.size-- // the rest of its chunk no longer waits for it
-			case kindHandBack:
-				handback = append(handback, res)
-				g.size--
-			default:
-				g.done = append(g.done, res)
+				return
+			case specDiscarded:
+				r.drop(res)
+				return
 			}
-			if len(g.done) > 0 && len(g.done) == g.size {
-				ready = append(ready, g.done...)
-				g.done = nil
-			}
+			// Landed: an ordinary task of this stage.
 		}
-		add(res)
+		g := res.w.group
+		switch res.kind {
+		case kindDrop:
+			r.drop(res)
+			g.size-- // the rest of its chunk no longer waits for it
+		case kindHandBack:
+			handback = append(handback, res)
+			g.size--
+		default:
+			g.done = append(g.done, res)
+		}
+		if len(g.done) > 0 && len(g.done) == g.size {
+			ready = append(ready, g.done...)
+			g.done = nil
+		}
+	}
+	for results != nil || r.parked > 0 {
+		select {
+		case res, ok := <-results:
+			if !ok {
+				results = nil
+				continue
+			}
+			add(res, false)
+		case res := <-r.late:
+			add(res, true)
+		}
 	drain:
 		for len(ready)+len(handback) < r.e.cfg.CommitMax {
 			select {
-			case res, ok := <-r.results:
+			case res, ok := <-results:
 				if !ok {
-					open = false
+					results = nil
 					break drain
 				}
-				add(res)
+				add(res, false)
+			case res := <-r.late:
+				add(res, true)
 			default:
 				break drain
 			}
@@ -387,12 +428,23 @@ func (r *runner) commit(ctx context.Context) {
 			r.record(ctx, ready)
 			ready = ready[:0]
 		}
-		if !open {
-			break
-		}
 	}
 	// Every job produced a result before the channel closed, so no group
 	// is left waiting.
+}
+
+// drop forgets a result whose task is no longer this process's (revoked,
+// lease lost, or a run-ahead task discarded), and discards what ran ahead
+// of it.
+func (r *runner) drop(res *result) {
+	if res.w.spec == nil || res.w.spec.fate() == specLanded {
+		r.e.unregister(res.w.c.ID)
+	}
+	res.w.cancel(nil)
+	r.freed(1)
+	if res.next != nil {
+		res.next.settle(specDiscarded)
+	}
 }
 
 // record commits outcomes, retrying while the database is unreachable. If
@@ -401,14 +453,53 @@ func (r *runner) commit(ctx context.Context) {
 // recorded as failed attempts (RETRY) without their results.
 func (r *runner) record(ctx context.Context, results []*result) {
 	outcomes := make([]tracking.Outcome, len(results))
+	h := &handoffs{from: r}
+	type succ struct {
+		rs    []*result
+		os    []*tracking.Outcome
+		ahead bool
+	}
+	byGroup := map[*group]*succ{} // successes by commit group
+	var groups []*group
 	for i, res := range results {
 		outcomes[i] = r.outcome(res)
+		if res.kind != kindDone || res.err != nil {
+			continue
+		}
+		sc := byGroup[res.w.group]
+		if sc == nil {
+			sc = &succ{}
+			byGroup[res.w.group] = sc
+			groups = append(groups, res.w.group)
+		}
+		sc.rs, sc.os = append(sc.rs, res), append(sc.os, &outcomes[i])
+		sc.ahead = sc.ahead || res.next != nil
 	}
-	h := r.reserveNext(results, outcomes)
+	h.prepare = func() {
+		for _, g := range groups {
+			if sc := byGroup[g]; sc.ahead {
+				h.plans = append(h.plans, r.planAhead(sc.rs, sc.os))
+			}
+		}
+		r.reserveNext(results, outcomes, h)
+	}
 	err := r.complete(ctx, outcomes, h)
+	if h.prepare != nil {
+		// Never got a slot (the engine is stopping): nothing was decided,
+		// so what ran ahead is discarded.
+		h.prepare = nil
+		for _, res := range results {
+			if res.next != nil {
+				res.next.settle(specDiscarded)
+			}
+		}
+	}
 	if err != nil && ctx.Err() == nil {
 		r.e.log.Error("commit refused; committing chunk by chunk", "stage", r.cfg.Stage, "tasks", len(outcomes), "err", err)
 		r.isolate(ctx, results, outcomes, h)
+	}
+	for i := range h.plans {
+		h.plans[i].settle(r.e, h.advanced, h.landed)
 	}
 	h.release()
 	for _, res := range results {
@@ -468,12 +559,23 @@ func (r *runner) complete(ctx context.Context, outcomes []tracking.Outcome, h *h
 		var res *tracking.CommitResult
 		var start time.Time
 		err := r.e.inSlot(ctx, func() (err error) {
+			if h.prepare != nil {
+				// Decided as late as possible, once the commit may run:
+				// the longer a commit waits, the more tasks ran ahead
+				// and finished meanwhile, to be folded into it.
+				h.prepare()
+				h.prepare = nil
+			}
 			start = time.Now()
 			res, err = r.e.cfg.Queue.Complete(ctx, outcomes)
 			return err
 		})
 		if err == nil {
 			r.e.obs.Committed(r.cfg.Stage, res.Applied, time.Since(start))
+			for st, n := range res.Folded {
+				r.e.obs.Folded(st, n)
+			}
+			h.committed(res)
 			h.deliver(ctx, res.Started)
 			for st, n := range res.Enqueued {
 				if n > 0 {
@@ -552,56 +654,105 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // handoffs tracks one commit's direct hand-offs: room reserved in the next
-// stages' runners before the commit, and how much of it the commit used.
+// stages' runners before the commit, and how much of it the commit used;
+// and the run-ahead tasks it settles.
 type handoffs struct {
 	from     *runner
 	reserved map[*runner]int
+	plans    []plan
+	advanced map[int64]bool   // tasks whose chain the commit advanced (with their folded tasks)
+	landed   map[string]int64 // run-ahead tasks the commit created STARTED: id by task_id
+	prepare  func()           // run once, in the first commit's slot: plans and reservations
+}
+
+// committed notes what a commit did to the run-ahead tasks, and takes
+// those it created STARTED out of res.Started: they already run.
+func (h *handoffs) committed(res *tracking.CommitResult) {
+	if len(h.plans) == 0 {
+		return
+	}
+	if h.advanced == nil {
+		h.advanced, h.landed = map[int64]bool{}, map[string]int64{}
+	}
+	for id := range res.Advanced {
+		h.advanced[id] = true
+	}
+	landing := map[string]bool{}
+	for _, p := range h.plans {
+		for _, l := range p.lines {
+			if l.landing != nil {
+				landing[l.landing.w.c.TaskID] = true
+			}
+		}
+	}
+	for st, cs := range res.Started {
+		kept := cs[:0]
+		for _, c := range cs {
+			if landing[c.TaskID] {
+				h.landed[c.TaskID] = c.ID
+			} else {
+				kept = append(kept, c)
+			}
+		}
+		res.Started[st] = kept
+	}
 }
 
 // reserveNext marks the successes whose chain's next stage runs in this
 // process, and has room for them, to be handed straight to it: the commit
 // creates those tasks STARTED and leased to this process, and deliver
-// dispatches them, so they are never claimed. A chunk is reserved whole or
-// not at all, so that it stays one commit group downstream. Without room
-// (or while shutting down) the next task is created PENDING as usual.
-func (r *runner) reserveNext(results []*result, outcomes []tracking.Outcome) *handoffs {
-	h := &handoffs{from: r}
+// dispatches them, so they are never claimed. A chunk's tasks going to the
+// same stage are reserved together or not at all, so that they stay one
+// commit group downstream. Without room (or while shutting down) the next
+// task is created PENDING as usual. Successes whose next task already
+// runs ahead are left alone; for those with folded tasks, the next task
+// is the one after the last of them.
+func (r *runner) reserveNext(results []*result, outcomes []tracking.Outcome, h *handoffs) {
 	if r.claimCtx.Err() != nil {
-		return h
+		return
 	}
-	wanted := map[*group][]int{}
-	var order []*group
+	type key struct {
+		g    *group
+		next *runner
+	}
+	wanted := map[key][]int{}
+	var order []key
 	for i, res := range results {
-		next := r.e.runners[res.w.c.NextStage]
-		if res.err != nil || next == nil {
+		o := &outcomes[i]
+		if res.err != nil || o.NextTaskID != "" {
+			continue // failed, or its next task already runs
+		}
+		next := r.e.runners[res.w.c.StageAt(res.w.c.StageIndex+1+len(o.Folded))]
+		if next == nil {
 			continue
 		}
-		g := res.w.group
-		if _, ok := wanted[g]; !ok {
-			order = append(order, g)
+		k := key{res.w.group, next}
+		if _, ok := wanted[k]; !ok {
+			order = append(order, k)
 		}
-		wanted[g] = append(wanted[g], i)
+		wanted[k] = append(wanted[k], i)
 	}
-	for _, g := range order {
-		idx := wanted[g]
-		next := r.e.runners[results[idx[0]].w.c.NextStage]
-		if !next.reserve(len(idx)) {
+	for _, k := range order {
+		idx := wanted[k]
+		if !k.next.reserve(len(idx)) {
 			continue
 		}
 		if h.reserved == nil {
 			h.reserved = map[*runner]int{}
 		}
-		h.reserved[next] += len(idx)
+		h.reserved[k.next] += len(idx)
 		for _, i := range idx {
 			outcomes[i].NextOwner, outcomes[i].NextLease = r.e.cfg.Owner, r.e.cfg.Lease
 		}
 	}
-	return h
 }
 
 // deliver dispatches the tasks a commit started to their stages.
 func (h *handoffs) deliver(ctx context.Context, started map[tracking.Stage][]tracking.Claimed) {
 	for st, cs := range started {
+		if len(cs) == 0 {
+			continue // all ran ahead
+		}
 		next := h.from.e.runners[st]
 		h.reserved[next] -= len(cs) // now counted as the next stage's in-flight tasks
 		if !next.handOff(cs) {

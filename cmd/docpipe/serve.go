@@ -30,6 +30,7 @@ type serveConfig struct {
 	ShutdownTimeout time.Duration
 	PollInterval    time.Duration
 	Transactions    int
+	RunAhead        bool
 	InputDirs       string
 }
 
@@ -46,6 +47,8 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&c.PollInterval, "poll", envDuration(getenv, "DOCPIPE_POLL", time.Second), "fallback queue poll when no notification arrives (env DOCPIPE_POLL)")
 	fs.IntVar(&c.Transactions, "transactions", envInt(getenv, "DOCPIPE_TRANSACTIONS", pipeline.DefaultTransactions()),
 		"most claim and commit transactions the engine runs at once; the database's cores (env DOCPIPE_TRANSACTIONS)")
+	fs.BoolVar(&c.RunAhead, "run-ahead", envDefault(getenv, "DOCPIPE_RUN_AHEAD", "true") == "true",
+		"start a chain's next task as soon as its predecessor succeeds, before that is committed; fast stages are then recorded with it (env DOCPIPE_RUN_AHEAD)")
 	fs.StringVar(&c.InputDirs, "input-dirs", getenv("DOCPIPE_INPUT_DIRS"),
 		"comma-separated directories whose files clients may submit by server path; empty: only uploads (env DOCPIPE_INPUT_DIRS)")
 	if err := parse(fs, args); err != nil {
@@ -96,7 +99,7 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if len(stages) > 0 {
 		engine, err = pipeline.New(pipeline.Config{Queue: store, Notifications: tracking.NewListener(store, log), Stages: stages,
 			Lease: c.Lease, PollInterval: c.PollInterval, Transactions: c.Transactions, ShutdownTimeout: c.ShutdownTimeout,
-			Logger: log, Observer: m})
+			NoRunAhead: !c.RunAhead, Logger: log, Observer: m})
 		if err != nil {
 			return err
 		}
