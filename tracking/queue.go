@@ -724,6 +724,18 @@ WITH u AS (
 )
 SELECT b.batch_id, coalesce(b.on_finish, '') FROM b WHERE b.ended_now`
 
+// lockEndedSQL locks the chunks ($1, $2) and then the batches of chains
+// that ended, each in key order (the lock order of "complete").
+const lockEndedSQL = `
+SELECT count(*) FROM (
+	SELECT 1 FROM batch_chunks k JOIN unnest($1::bigint[], $2::int[]) AS u(batch_pk, chunk)
+		ON k.batch_execution_id = u.batch_pk AND k.chunk_index = u.chunk
+	ORDER BY k.batch_execution_id, k.chunk_index
+	FOR UPDATE OF k
+) k
+UNION ALL
+SELECT count(*) FROM (SELECT 1 FROM batch_executions b WHERE b.id = ANY($1::bigint[]) ORDER BY b.id FOR UPDATE OF b) b`
+
 // endChains counts ended chains into chunks and batches. revokedBatch (if
 // not 0) is a batch being revoked: it ends REVOKED with revokeMsg.
 func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, now time.Time, revokedBatch int64, revokeMsg string) ([]string, map[Stage]int, error) {
@@ -746,6 +758,17 @@ func (s *Store) endChains(ctx context.Context, tx pgx.Tx, ended []endedChain, no
 			oks[i] = 1
 		} else {
 			bads[i] = 1
+		}
+	}
+	if first, last := ended[0], ended[len(ended)-1]; first.batchPK != last.batchPK || first.chunk != last.chunk {
+		// More than one chunk: lock them, then their batches, in order
+		// first. endChainsSQL's UPDATEs lock rows in whatever order its
+		// plan meets them, and two commits ending chains of the same
+		// batches (which run-ahead makes common: any stage's commit may
+		// end a chain) deadlocked on them. A single chunk and batch are in
+		// that order already.
+		if _, err := tx.Exec(ctx, lockEndedSQL, batchPKs, chunks); err != nil {
+			return nil, nil, fmt.Errorf("lock chunks and batches: %w", err)
 		}
 	}
 	rows, err := tx.Query(ctx, endChainsSQL, batchPKs, chunks, oks, bads, now, DefaultMaxAttempts, revokedBatch, revokeMsg)
