@@ -176,8 +176,7 @@ func New(cfg Config) (*Engine, error) {
 		maxUpstream = max(maxUpstream, 4*(sc.Workers+sc.Prefetch))
 	}
 	for i, sc := range stages {
-		e.runners[sc.Stage] = newRunner(e, sc, maxUpstream)
-		e.runners[sc.Stage].order = i
+		e.runners[sc.Stage] = newRunner(e, sc, i, maxUpstream)
 	}
 	return e, nil
 }

@@ -120,7 +120,7 @@ func (sp *spec) settle(st specState) {
 // a later stage of this engine with room for it. It sets res.next.
 func (r *runner) spawn(res *result) {
 	c := &res.w.c
-	next := r.e.runners[c.NextStage]
+	next := r.e.runners[c.NextStage()]
 	if next == nil || next.order <= r.order || r.e.cfg.NoRunAhead || r.claimCtx.Err() != nil {
 		return
 	}
@@ -132,9 +132,9 @@ func (r *runner) spawn(res *result) {
 	}
 	sp := &spec{in: next, done: make(chan struct{})}
 	w := &work{group: &group{size: 1}, spec: sp, c: tracking.Claimed{
-		TaskID: tracking.NewID(), Stage: c.NextStage, StageIndex: c.StageIndex + 1, Attempt: 1, MaxAttempts: c.MaxAttempts,
+		TaskID: tracking.NewID(), Stage: c.NextStage(), StageIndex: c.StageIndex + 1, Attempt: 1, MaxAttempts: c.MaxAttempts,
 		ChainPK: c.ChainPK, ChainID: c.ChainID, BatchPK: c.BatchPK, BatchID: c.BatchID, ChunkIndex: c.ChunkIndex,
-		Input: c.Input, ParsedInput: c.ParsedInput, Stages: c.Stages, NextStage: c.StageAt(c.StageIndex + 2),
+		Input: c.Input, ParsedInput: c.ParsedInput, Stages: c.Stages,
 	}}
 	w.ctx, w.cancel = context.WithCancelCause(next.workCtx)
 	sp.w = w
@@ -247,12 +247,53 @@ func (r *runner) planAhead(results []*result, outcomes []*tracking.Outcome) plan
 	return p
 }
 
+// planGroups plans, per commit group, what the commit of results does with
+// the tasks that ran ahead of them (see planAhead), into h.
+func (r *runner) planGroups(results []*result, outcomes []tracking.Outcome, h *handoffs) {
+	type succ struct {
+		rs    []*result
+		os    []*tracking.Outcome
+		ahead bool
+	}
+	byGroup := map[*group]*succ{} // successes by commit group
+	var groups []*group
+	for i, res := range results {
+		if res.kind != kindDone || res.err != nil {
+			continue
+		}
+		sc := byGroup[res.w.group]
+		if sc == nil {
+			sc = &succ{}
+			byGroup[res.w.group] = sc
+			groups = append(groups, res.w.group)
+		}
+		sc.rs, sc.os = append(sc.rs, res), append(sc.os, &outcomes[i])
+		sc.ahead = sc.ahead || res.next != nil
+	}
+	for _, g := range groups {
+		sc := byGroup[g]
+		if !sc.ahead {
+			continue
+		}
+		p := r.planAhead(sc.rs, sc.os)
+		for _, l := range p.lines {
+			if l.landing != nil {
+				if h.landing == nil {
+					h.landing = map[string]bool{}
+				}
+				h.landing[l.landing.w.c.TaskID] = true
+			}
+		}
+		h.plans = append(h.plans, p)
+	}
+}
+
 // settle settles the plan's tasks once its commit is over: advanced holds
 // the committed tasks whose chain advanced (their folded tasks were
 // recorded), landed the ids of the tasks the commit created STARTED, by
 // task_id. The tasks that landed make one commit group in their stage.
 func (p *plan) settle(e *Engine, advanced map[int64]bool, landed map[string]int64) {
-	var g *group
+	var arrived []*spec
 	for i := range p.lines {
 		l := &p.lines[i]
 		if !advanced[l.taskID] {
@@ -273,20 +314,19 @@ func (p *plan) settle(e *Engine, advanced map[int64]bool, landed map[string]int6
 				sp.settle(specDiscarded)
 				continue
 			}
-			if g == nil {
-				g = &group{}
-			}
-			g.size++
-			sp.w.c.ID, sp.w.group = id, g
+			sp.w.c.ID = id
 			e.register(sp.w)
+			arrived = append(arrived, sp)
 		}
 	}
-	// Settled only now that the group is complete: their committer sees
-	// their group once they are settled.
-	for i := range p.lines {
-		if sp := p.lines[i].landing; sp != nil && sp.w.group == g && g != nil {
-			sp.settle(specLanded)
-		}
+	// Settled only once their group is complete: their committer sees
+	// their group as soon as they are settled.
+	g := &group{size: len(arrived)}
+	for _, sp := range arrived {
+		sp.w.group = g
+	}
+	for _, sp := range arrived {
+		sp.settle(specLanded)
 	}
 }
 

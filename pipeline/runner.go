@@ -87,11 +87,11 @@ type result struct {
 // channel has room for those and for every task handed over by the
 // previous stage within the budget (maxUpstream: the most tasks any stage
 // holds in flight), so a hand-off never blocks the committer making it.
-func newRunner(e *Engine, sc StageConfig, maxUpstream int) *runner {
+func newRunner(e *Engine, sc StageConfig, order, maxUpstream int) *runner {
 	hardCap := 4 * (sc.Workers + sc.Prefetch)
 	budget := hardCap + maxUpstream
 	return &runner{
-		e: e, cfg: sc, hardCap: hardCap, budget: budget,
+		e: e, cfg: sc, order: order, hardCap: hardCap, budget: budget,
 		wakeCh:  make(chan struct{}, 1),
 		slotCh:  make(chan struct{}, 1),
 		jobs:    make(chan *work, sc.Prefetch+budget),
@@ -232,8 +232,8 @@ func (r *runner) dispatch(claimed []tracking.Claimed, workCtx context.Context) {
 		batch int64
 		chunk int
 	}
-	if len(claimed) > 0 && claimed[0].NextStage != "" {
-		if next := r.e.runners[claimed[0].NextStage]; next != nil {
+	if len(claimed) > 0 && claimed[0].NextStage() != "" {
+		if next := r.e.runners[claimed[0].NextStage()]; next != nil {
 			r.downstream.Store(next)
 		}
 	}
@@ -437,9 +437,7 @@ func (r *runner) commit(ctx context.Context) {
 // lease lost, or a run-ahead task discarded), and discards what ran ahead
 // of it.
 func (r *runner) drop(res *result) {
-	if res.w.spec == nil || res.w.spec.fate() == specLanded {
-		r.e.unregister(res.w.c.ID)
-	}
+	r.e.unregister(res.w.c.ID) // (a run-ahead task that never landed has id 0: nothing to remove)
 	res.w.cancel(nil)
 	r.freed(1)
 	if res.next != nil {
@@ -453,33 +451,15 @@ func (r *runner) drop(res *result) {
 // recorded as failed attempts (RETRY) without their results.
 func (r *runner) record(ctx context.Context, results []*result) {
 	outcomes := make([]tracking.Outcome, len(results))
-	h := &handoffs{from: r}
-	type succ struct {
-		rs    []*result
-		os    []*tracking.Outcome
-		ahead bool
-	}
-	byGroup := map[*group]*succ{} // successes by commit group
-	var groups []*group
+	ahead := false
 	for i, res := range results {
 		outcomes[i] = r.outcome(res)
-		if res.kind != kindDone || res.err != nil {
-			continue
-		}
-		sc := byGroup[res.w.group]
-		if sc == nil {
-			sc = &succ{}
-			byGroup[res.w.group] = sc
-			groups = append(groups, res.w.group)
-		}
-		sc.rs, sc.os = append(sc.rs, res), append(sc.os, &outcomes[i])
-		sc.ahead = sc.ahead || res.next != nil
+		ahead = ahead || res.next != nil
 	}
+	h := &handoffs{from: r}
 	h.prepare = func() {
-		for _, g := range groups {
-			if sc := byGroup[g]; sc.ahead {
-				h.plans = append(h.plans, r.planAhead(sc.rs, sc.os))
-			}
+		if ahead {
+			r.planGroups(results, outcomes, h)
 		}
 		r.reserveNext(results, outcomes, h)
 	}
@@ -660,6 +640,7 @@ type handoffs struct {
 	from     *runner
 	reserved map[*runner]int
 	plans    []plan
+	landing  map[string]bool  // run-ahead tasks the plans create STARTED, by task_id
 	advanced map[int64]bool   // tasks whose chain the commit advanced (with their folded tasks)
 	landed   map[string]int64 // run-ahead tasks the commit created STARTED: id by task_id
 	prepare  func()           // run once, in the first commit's slot: plans and reservations
@@ -677,18 +658,13 @@ func (h *handoffs) committed(res *tracking.CommitResult) {
 	for id := range res.Advanced {
 		h.advanced[id] = true
 	}
-	landing := map[string]bool{}
-	for _, p := range h.plans {
-		for _, l := range p.lines {
-			if l.landing != nil {
-				landing[l.landing.w.c.TaskID] = true
-			}
-		}
+	if len(h.landing) == 0 {
+		return
 	}
 	for st, cs := range res.Started {
 		kept := cs[:0]
 		for _, c := range cs {
-			if landing[c.TaskID] {
+			if h.landing[c.TaskID] {
 				h.landed[c.TaskID] = c.ID
 			} else {
 				kept = append(kept, c)

@@ -27,8 +27,8 @@ func TestCompleteFolded(t *testing.T) {
 	if err != nil || len(cl) != 4 {
 		t.Fatalf("claim: %v, %d tasks", err, len(cl))
 	}
-	if got := cl[0].Stages; len(got) != 4 || got[3] != tracking.StageExcel || cl[0].NextStage != tracking.StageLLM {
-		t.Fatalf("claimed stages %v, next %q", got, cl[0].NextStage)
+	if got := cl[0].Stages; len(got) != 4 || got[3] != tracking.StageExcel || cl[0].NextStage() != tracking.StageLLM {
+		t.Fatalf("claimed stages %v, next %q", got, cl[0].NextStage())
 	}
 	t0 := time.Now().Add(-time.Second).Truncate(time.Microsecond)
 	folded := func(n int) []tracking.FoldedTask {

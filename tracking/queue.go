@@ -53,7 +53,6 @@ type Claimed struct {
 	BatchID     string
 	ChunkIndex  int
 	Input       json.RawMessage // the chain's input_data
-	NextStage   Stage           // the chain's stage after this one; "" for its last (or a batch task)
 	Stages      []Stage         // the chain's stages (nil for a batch task)
 	// ParsedInput is Input decoded, when whoever ran the task decoded it;
 	// a task handed off by the commit carries its predecessor's, so a
@@ -133,7 +132,6 @@ func (s *Store) Claim(ctx context.Context, stage Stage, owner string, limit int,
 			&c.BatchPK, &c.BatchID, &c.ChunkIndex, (*[]byte)(&c.Input), &c.Stages)
 		// (*[]byte: into a json.RawMessage pgx would run json.Unmarshal,
 		// 9% of docpipe's CPU per task with the decoding in execute.)
-		c.NextStage = c.StageAt(c.StageIndex + 1)
 		return c, err
 	})
 	if err != nil {
@@ -149,6 +147,10 @@ func (c *Claimed) StageAt(i int) Stage {
 	}
 	return c.Stages[i]
 }
+
+// NextStage is the chain's stage after this task's; "" for its last (or a
+// batch task).
+func (c *Claimed) NextStage() Stage { return c.StageAt(c.StageIndex + 1) }
 
 // Outcome is how one attempt of a claimed task ended.
 type Outcome struct {
@@ -285,14 +287,13 @@ WITH u AS (
 )
 -- Three lists instead of a join: the CTEs' row estimates are guesses, and
 -- a nested loop over two of them is quadratic in the batch.
-SELECT 't', t.id, coalesce(t.chain_execution_id, 0), '', 0, 0, '', '' FROM t
+SELECT 't', t.id, coalesce(t.chain_execution_id, 0), '', 0, 0, '' FROM t
 UNION ALL
 SELECT 'c', ch.id, ch.id, ch.status, coalesce(ch.batch_execution_id, 0), ch.chunk_index,
-	coalesce(CASE WHEN ch.status <> 'SUCCESS' THEN ch.stages[ch.stage_index + 2] END, ''),
-	coalesce(ch.stages[ch.stage_index + 3], '')
+	coalesce(CASE WHEN ch.status <> 'SUCCESS' THEN ch.stages[ch.stage_index + 2] END, '')
 FROM ch
 UNION ALL
-SELECT 'n', n.id, n.chain_execution_id, n.status, 0, 0, n.task_id, '' FROM next n`
+SELECT 'n', n.id, n.chain_execution_id, n.status, 0, 0, n.task_id FROM next n`
 
 // foldSQL inserts folded tasks (see Outcome.Folded): SUCCESS, attempt 1,
 // with their results and times. Only for chains succeedSQL advanced in
@@ -455,9 +456,9 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			return nil, fmt.Errorf("record successes: %w", err)
 		}
 		type chainRow struct {
-			status, next, after string
-			batchPK             int64
-			chunk               int
+			status, next string
+			batchPK      int64
+			chunk        int
 		}
 		var applyOrder []int64
 		chains := make(map[int64]chainRow, len(sIDs))
@@ -466,15 +467,15 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 			status, taskID string
 		}
 		nexts := make(map[int64]nextRow, len(sIDs))
-		var kind, status, next, after string
+		var kind, status, next string
 		var id, chainPK, batchPK int64
 		var chunk int
-		_, err = pgx.ForEachRow(rows, []any{&kind, &id, &chainPK, &status, &batchPK, &chunk, &next, &after}, func() error {
+		_, err = pgx.ForEachRow(rows, []any{&kind, &id, &chainPK, &status, &batchPK, &chunk, &next}, func() error {
 			switch kind {
 			case "t":
 				applyOrder = append(applyOrder, id)
 			case "c":
-				chains[chainPK] = chainRow{status: status, next: next, after: after, batchPK: batchPK, chunk: chunk}
+				chains[chainPK] = chainRow{status: status, next: next, batchPK: batchPK, chunk: chunk}
 			case "n":
 				nexts[chainPK] = nextRow{id, status, next} // an "n" row carries the new task_id in that column
 			}
@@ -522,7 +523,7 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, outcomes []Outcome) (*C
 				res.Started[Stage(c.next)] = append(res.Started[Stage(c.next)], Claimed{ID: n.id, TaskID: n.taskID, Stage: Stage(c.next),
 					StageIndex: t.StageIndex + 1 + len(o.Folded), Attempt: 1, MaxAttempts: t.MaxAttempts, ChainPK: t.ChainPK,
 					ChainID: t.ChainID, BatchPK: t.BatchPK, BatchID: t.BatchID, ChunkIndex: t.ChunkIndex,
-					Input: t.Input, ParsedInput: t.ParsedInput, NextStage: Stage(c.after), Stages: t.Stages})
+					Input: t.Input, ParsedInput: t.ParsedInput, Stages: t.Stages})
 			}
 			if c.status == string(StatusSuccess) {
 				res.ChainsEnd[StatusSuccess]++
